@@ -38,6 +38,7 @@ __all__ = [
     "RateLimitError",
     "RunFailedError",
     "ServerError",
+    "WaitTimeoutError",
 ]
 
 
@@ -285,11 +286,31 @@ class RunFailedError(PlexteraError):
 
 
 class BatchTimeoutError(PlexteraError, TimeoutError):
-    """``wait`` gave up before every run was terminal. Polling can be resumed with ``wait`` again."""
+    """``wait`` gave up before every run was terminal; polling can resume with ``wait`` again."""
 
     def __init__(self, message: str, *, still_running: int = 0) -> None:
         self.still_running = still_running
         super().__init__(message)
+
+
+class WaitTimeoutError(BatchTimeoutError):
+    """``Client.wait(run_id, timeout=...)`` gave up before the run was terminal.
+
+    The run goes on on the server: call ``wait`` again (or ``get_run``) to pick it up. ``run_id``
+    names it and ``last_run`` holds the last model seen (``None`` if no poll succeeded).
+    """
+
+    def __init__(self, run_id: str, timeout: float, last_run: Any = None) -> None:
+        self.run_id = run_id
+        self.timeout = timeout
+        self.last_run = last_run
+        status = getattr(last_run, "status", None)
+        super().__init__(
+            f"Run {run_id!r} was not finished after {timeout:g} s (last status: {status}). "
+            "It keeps running on the server: call wait() again with a longer timeout, "
+            "or get_run() later.",
+            still_running=1,
+        )
 
 
 class JournalError(PlexteraError):
