@@ -20,6 +20,7 @@ number) has the path ``""``. :func:`parse_path` turns a path back into its keys 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -52,10 +53,10 @@ _RUN_KNOWN = frozenset(
 )
 _STEP_KNOWN = frozenset({"id", "name", "type", "status", "message", "output", "nestedRuns"})
 _SUBFIELDS = {
-    "workflow": ("id", "name"),
-    "progress": ("stepsCompleted", "stepsTotal"),
-    "error": ("code", "message"),
-    "nestedRuns": ("count", "data"),
+    "workflow": frozenset({"id", "name"}),
+    "progress": frozenset({"stepsCompleted", "stepsTotal"}),
+    "error": frozenset({"code", "message"}),
+    "nestedRuns": frozenset({"count", "data"}),
 }
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -178,10 +179,10 @@ def _timestamp_array(values: list[Any]) -> pa.Array:
         return pa.array(parsed.dt.as_unit("us"), type=target)
 
 
-def _object_or_extra(value: Any, fields: tuple[str, ...]) -> tuple[Mapping[str, Any], Any]:
+def _object_or_extra(value: Any, fields: frozenset[str]) -> tuple[Mapping[str, Any], Any]:
     """A known sub-object and what in it is unknown (``None`` when nothing is)."""
-    if isinstance(value, Mapping):
-        if len(value) <= len(fields) and all(key in fields for key in value):
+    if type(value) is dict or isinstance(value, Mapping):
+        if value.keys() <= fields:
             return value, None
         extra = {key: item for key, item in value.items() if key not in fields}
         return value, extra or None
@@ -325,11 +326,8 @@ class _Collector:
             root_id = run_id
         position = len(self.run_id)
         extra: dict[str, Any] | None = None
-        for key in run:
-            if key not in _RUN_KNOWN:
-                if extra is None:
-                    extra = {}
-                extra[key] = run[key]
+        if not run.keys() <= _RUN_KNOWN:
+            extra = {key: value for key, value in run.items() if key not in _RUN_KNOWN}
         workflow, workflow_extra = _object_or_extra(run.get("workflow"), _SUBFIELDS["workflow"])
         progress, progress_extra = _object_or_extra(run.get("progress"), _SUBFIELDS["progress"])
         error, error_extra = _object_or_extra(run.get("error"), _SUBFIELDS["error"])
@@ -377,12 +375,12 @@ class _Collector:
 
         nested_runs: list[tuple[Any, list[Mapping[str, Any]]]] = []
         for index, step in enumerate(steps):
-            if not isinstance(step, Mapping):
+            if type(step) is not dict and not isinstance(step, Mapping):
                 step = {} if step is None else {"value": step}
             step_id = step.get("id")
             output = step.get("output")
             step_extra: dict[str, Any] | None = None
-            if len(step) > 7 or any(key not in _STEP_KNOWN for key in step):
+            if not step.keys() <= _STEP_KNOWN:
                 step_extra = {key: value for key, value in step.items() if key not in _STEP_KNOWN}
             nested, nested_extra = _object_or_extra(
                 step.get("nestedRuns"), _SUBFIELDS["nestedRuns"]
@@ -391,7 +389,7 @@ class _Collector:
                 step_extra = {**(step_extra or {}), "nestedRuns": nested_extra}
             items = nested.get("data")
             children = (
-                [item for item in items if isinstance(item, Mapping)]
+                [item for item in items if type(item) is dict or isinstance(item, Mapping)]
                 if isinstance(items, list)
                 else []
             )
@@ -525,10 +523,8 @@ class _Collector:
 def _leaf_columns(values: list[Any]) -> list[pa.Array]:
     """``value_type`` and the five value columns of the output leaves, built column-wise."""
     count = len(values)
-    codes_map = _LEAF_CODES
-    codes = np.fromiter(
-        (codes_map.get(type(value), -1) for value in values), dtype=np.int8, count=count
-    )
+    codes_map: defaultdict[type, int] = defaultdict(lambda: -1, _LEAF_CODES)
+    codes = np.fromiter(map(codes_map.__getitem__, map(type, values)), dtype=np.int8, count=count)
     objects = np.empty(count, dtype=object)
     objects[:] = values
     json_text = np.full(count, None, dtype=object)
