@@ -1,0 +1,210 @@
+"""The simulated File Service and a multipart/form-data reader that keeps each part's headers.
+
+Starlette's form parser drops the content type of parts that are not files, so a part sent as
+``application/json`` could not be told from a text field; this reader keeps it.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from plextera_data.simulator.clock import format_time
+
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MultipartError",
+    "Part",
+    "PayloadTooLargeError",
+    "StoredFile",
+    "detect_mime_type",
+    "is_executable",
+    "read_multipart",
+]
+
+#: The vendor's upload limit, 50 MB (taken as 50 MiB).
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+_EXECUTABLE_SUFFIXES = (".exe", ".dll", ".bat", ".cmd", ".com", ".msi", ".sh", ".ps1", ".vbs")
+_EXECUTABLE_TYPES = (
+    "application/x-msdownload",
+    "application/x-msdos-program",
+    "application/x-sh",
+    "application/x-executable",
+)
+
+
+class MultipartError(ValueError):
+    """The multipart body cannot be read (no boundary, broken framing, cut off, unnamed part)."""
+
+
+class PayloadTooLargeError(Exception):
+    """A file part is larger than the upload limit."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        super().__init__(f"file part {name!r} exceeds the {limit} byte limit")
+
+
+@dataclass
+class Part:
+    """One part of a multipart body."""
+
+    name: str
+    filename: str | None
+    content_type: str | None
+    data: bytearray = field(default_factory=bytearray)
+
+    @property
+    def is_file(self) -> bool:
+        return self.filename is not None
+
+
+@dataclass
+class StoredFile:
+    """A file held by the simulated File Service."""
+
+    id: str
+    name: str
+    mime_type: str
+    data: bytes
+    created_at: datetime
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+    def node(self) -> dict[str, Any]:
+        """The file node handed to workflows (and the upload answer, without ``createdAt``)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "mimeType": self.mime_type,
+            "sizeBytes": self.size_bytes,
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        """``POST /files`` and ``GET /files/{id}`` answer."""
+        return {**self.node(), "createdAt": format_time(self.created_at)}
+
+
+def detect_mime_type(filename: str | None, declared: str | None, data: bytes) -> str:
+    """The media type: sniffed for common formats, else declared, else guessed from the name."""
+    if data.startswith(b"%PDF"):
+        return "application/pdf"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if declared and declared.split(";")[0].strip() not in ("", "application/octet-stream"):
+        return declared.split(";")[0].strip().lower()
+    guessed, _ = mimetypes.guess_type(filename or "")
+    return guessed or "application/octet-stream"
+
+
+def is_executable(filename: str | None, mime_type: str, data: bytes) -> bool:
+    """True for executables and scripts, which the vendor's File Service rejects."""
+    name = (filename or "").lower()
+    return (
+        name.endswith(_EXECUTABLE_SUFFIXES)
+        or mime_type in _EXECUTABLE_TYPES
+        or data.startswith((b"MZ", b"\x7fELF", b"#!"))
+    )
+
+
+async def read_multipart(
+    content_type: str, chunks: AsyncIterator[bytes], *, max_file_bytes: int = MAX_FILE_BYTES
+) -> list[Part]:
+    """Read a ``multipart/form-data`` body into its parts, keeping each part's content type.
+
+    Raises :class:`MultipartError` for a broken body and :class:`PayloadTooLargeError` for a file
+    part over ``max_file_bytes``.
+    """
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise MultipartError("the multipart Content-Type has no boundary parameter")
+
+    parts: list[Part] = []
+    headers: dict[str, str] = {}
+    header_field = bytearray()
+    header_value = bytearray()
+    current: list[Part | None] = [None]
+    too_large: list[PayloadTooLargeError] = []
+    finished = [False]
+    problems: list[str] = []
+
+    def on_part_begin() -> None:
+        headers.clear()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_field.extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_value.extend(data[start:end])
+
+    def on_header_end() -> None:
+        headers[header_field.decode("latin-1").lower()] = header_value.decode("latin-1")
+        header_field.clear()
+        header_value.clear()
+
+    def on_headers_finished() -> None:
+        disposition, options = parse_options_header(headers.get("content-disposition"))
+        name = options.get(b"name")
+        if disposition != b"form-data" or name is None:
+            problems.append("a part has no 'Content-Disposition: form-data; name=...' header")
+            current[0] = None
+            return
+        filename = options.get(b"filename")
+        part = Part(
+            name=name.decode("utf-8", "replace"),
+            filename=None if filename is None else filename.decode("utf-8", "replace"),
+            content_type=headers.get("content-type"),
+        )
+        parts.append(part)
+        current[0] = part
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part = current[0]
+        if part is None:
+            return
+        part.data.extend(data[start:end])
+        if part.is_file and len(part.data) > max_file_bytes and not too_large:
+            too_large.append(PayloadTooLargeError(part.name, max_file_bytes))
+
+    def on_end() -> None:
+        finished[0] = True
+
+    parser = MultipartParser(
+        boundary,
+        callbacks={
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_end": on_end,
+        },
+    )
+    try:
+        async for chunk in chunks:
+            if chunk and not too_large:
+                parser.write(chunk)
+        parser.finalize()
+    except FormParserError as exc:
+        raise MultipartError(f"the multipart body is malformed: {exc}") from None
+    if too_large:
+        raise too_large[0]
+    if problems:
+        raise MultipartError(problems[0])
+    if not finished[0]:
+        raise MultipartError("the multipart body ends before its closing boundary")
+    return parts

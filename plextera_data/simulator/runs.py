@@ -1,0 +1,293 @@
+"""Simulated runs: planned once when created, rendered as the vendor's run model at any time.
+
+A run's whole life (when each step starts and ends, how it ends, its outputs, its nested runs) is
+decided when the run is created, from the seed, the run id and the input. The JSON a GET returns
+is then a pure function of the plan and the simulated time, so it is deterministic.
+
+Input flags under ``"simulate"`` force outcomes (JSON body, or a multipart JSON part):
+
+- ``{"fail": true}``: the run fails at step ``failStep`` (1-based, default the last step) with
+  ``failMessage`` (default: the step's failure message) and error code ``failCode``.
+- ``{"close": true}``: the run ends ``CLOSED`` after ``closeAfterStep`` completed steps (default:
+  all but the last).
+- ``{"durationSeconds": x}``: the steps' durations are scaled to add up to ``x`` seconds.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from plextera_data.simulator.clock import format_time
+from plextera_data.simulator.ids import hex_id
+from plextera_data.simulator.workflows import Workflow
+
+__all__ = ["Planner", "RunRecord", "StepPlan"]
+
+SIMULATED_FAILURE = "Simulated failure requested by the input."
+
+
+@dataclass
+class StepPlan:
+    """When one step runs and how it ends. ``start is None``: the run ended before this step."""
+
+    index: int
+    id: str
+    name: str
+    type: str
+    start: datetime | None = None
+    end: datetime | None = None
+    status: str = "COMPLETED"
+    output: Any = None
+    message: str | None = None
+    nested: list[RunRecord] = field(default_factory=list)
+
+    @property
+    def executed(self) -> bool:
+        return self.start is not None
+
+
+@dataclass
+class RunRecord:
+    """One simulated run (top-level or nested) with its planned life.
+
+    ``input`` is the JSON body, or the multipart fields with file nodes. ``status`` is the
+    terminal status it will reach at ``finished_at``.
+    """
+
+    id: str
+    workflow_id: str
+    workflow_name: str
+    input: dict[str, Any]
+    created_at: datetime
+    started_at: datetime
+    finished_at: datetime
+    status: str
+    error: dict[str, str] | None
+    steps: list[StepPlan]
+    studio_duration_ms: int
+    parent_run_id: str | None = None
+    parent_step_id: str | None = None
+    depth: int = 0
+
+    def visible(self, now: datetime) -> bool:
+        """True once the run exists (nested runs appear when their parent step starts)."""
+        return now >= self.created_at
+
+    def status_at(self, now: datetime) -> str:
+        """``PROCESSING`` until :attr:`finished_at`, then the terminal status."""
+        return self.status if now >= self.finished_at else "PROCESSING"
+
+    def is_terminal_at(self, now: datetime) -> bool:
+        return now >= self.finished_at
+
+    def render(self, now: datetime) -> dict[str, Any]:
+        """The run model (GET /workflow-runs/{id}) as it stands at simulated time ``now``."""
+        terminal = now >= self.finished_at
+        moments = [self.created_at, self.started_at, self.finished_at]
+        steps: list[dict[str, Any]] = []
+        completed = 0
+        for step in self.steps:
+            if not step.executed and terminal:
+                continue  # a finished run lists the steps it executed (vendor's failed example)
+            rendered = _render_step(step, now)
+            if rendered["status"] == "COMPLETED":
+                completed += 1
+            steps.append(rendered)
+            if step.start is not None and step.end is not None:
+                moments.extend((step.start, step.end))
+        model: dict[str, Any] = {
+            "id": self.id,
+            "status": self.status_at(now),
+            "workflow": {"id": self.workflow_id, "name": self.workflow_name},
+            "createdAt": format_time(self.created_at),
+            "updatedAt": format_time(max(m for m in moments if m <= now)),
+        }
+        if now >= self.started_at:
+            model["startedAt"] = format_time(self.started_at)
+        if terminal:
+            model["completedAt"] = format_time(self.finished_at)
+            if self.error is not None:
+                model["error"] = dict(self.error)
+        model["progress"] = {"stepsCompleted": completed, "stepsTotal": len(self.steps)}
+        if terminal:
+            model["durationMs"] = self.studio_duration_ms
+            model["computedDurationMs"] = _ms(self.finished_at - self.started_at)
+        else:
+            model["durationMs"] = max(0, _ms(now - self.started_at))
+        model["steps"] = steps
+        return model
+
+
+def _ms(delta: timedelta) -> int:
+    return round(delta.total_seconds() * 1000)
+
+
+def _render_step(step: StepPlan, now: datetime) -> dict[str, Any]:
+    if step.start is None or step.end is None or now < step.start:
+        status = "QUEUED"
+    elif now < step.end:
+        status = "PROCESSING"
+    else:
+        status = step.status
+    rendered: dict[str, Any] = {
+        "id": step.id,
+        "name": step.name,
+        "type": step.type,
+        "status": status,
+    }
+    if status == "FAILED" and step.message:
+        rendered["message"] = step.message
+    rendered["output"] = step.output if status == "COMPLETED" else None
+    nested = [run.render(now) for run in step.nested if run.visible(now)]
+    rendered["nestedRuns"] = {"count": len(nested), "data": nested}
+    return rendered
+
+
+def _simulate_flags(run_input: Mapping[str, Any]) -> Mapping[str, Any]:
+    flags = run_input.get("simulate")
+    return flags if isinstance(flags, Mapping) else {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _int_flag(value: Any, default: int) -> int:
+    number = _number(value)
+    return int(number) if number is not None else default
+
+
+class Planner:
+    """Plans runs of the registered workflows, deterministically from ``seed``."""
+
+    def __init__(self, seed: int | str, workflows: Mapping[str, Workflow]) -> None:
+        self.seed = seed
+        self.workflows = workflows
+
+    def plan(
+        self,
+        workflow: Workflow,
+        run_input: dict[str, Any],
+        run_id: str,
+        created_at: datetime,
+        *,
+        parent_run_id: str | None = None,
+        parent_step_id: str | None = None,
+        depth: int = 0,
+    ) -> RunRecord:
+        """Decide the whole life of one run (and, recursively, of its nested runs)."""
+        if depth > 10:
+            raise RecursionError(f"nested workflows more than 10 levels deep at {workflow.id!r}")
+        rng = random.Random(f"{self.seed}:{run_id}")
+        flags = _simulate_flags(run_input)
+        n_steps = len(workflow.steps)
+        fail_at = _int_flag(flags.get("failStep"), n_steps) - 1 if flags.get("fail") else None
+        close_after = (
+            _int_flag(flags.get("closeAfterStep"), max(0, n_steps - 1))
+            if flags.get("close")
+            else None
+        )
+        step_rngs = [random.Random(f"{self.seed}:{run_id}:{i}") for i in range(n_steps)]
+        durations = [
+            spec.duration_for(run_input, step_rngs[i]) for i, spec in enumerate(workflow.steps)
+        ]
+        wanted = _number(flags.get("durationSeconds"))
+        if wanted is not None and wanted >= 0 and sum(durations) > 0:
+            scale = wanted / sum(durations)
+            durations = [d * scale for d in durations]
+
+        started_at = created_at + timedelta(seconds=workflow.start_delay_for(run_input, rng))
+        moment = started_at
+        status = "COMPLETED"
+        error: dict[str, str] | None = None
+        studio_ms = 0
+        steps: list[StepPlan] = []
+        for i, spec in enumerate(workflow.steps):
+            step_id = f"step_{i + 1:02d}"
+            plan = StepPlan(index=i, id=step_id, name=spec.name, type=spec.type)
+            steps.append(plan)
+            if status != "COMPLETED":
+                continue
+            if close_after is not None and i >= close_after:
+                status = "CLOSED"
+                continue
+            step_rng = step_rngs[i]
+            plan.start = moment
+            end = moment + timedelta(seconds=durations[i])
+            message: str | None = None
+            if spec.nested is not None:
+                nested_spec = spec.nested
+                child_workflow = self.workflows.get(nested_spec.workflow_id)
+                if child_workflow is None:
+                    raise KeyError(
+                        f"workflow {workflow.id!r} step {spec.name!r} nests unknown workflow "
+                        f"{nested_spec.workflow_id!r}; add it with Simulator.add_workflow"
+                    )
+                for k in range(nested_spec.count_for(run_input, step_rng)):
+                    child = self.plan(
+                        child_workflow,
+                        nested_spec.input_for(run_input, k),
+                        hex_id(self.seed, run_id, step_id, k),
+                        moment,
+                        parent_run_id=run_id,
+                        parent_step_id=step_id,
+                        depth=depth + 1,
+                    )
+                    plan.nested.append(child)
+                if plan.nested:
+                    last = max(child.finished_at for child in plan.nested)
+                    end = last + timedelta(seconds=durations[i])
+                not_completed = sum(child.status != "COMPLETED" for child in plan.nested)
+                if not_completed:
+                    message = f"{not_completed} of {len(plan.nested)} nested runs did not complete."
+            plan.end = end
+            studio_ms += round(durations[i] * 1000)
+            code = spec.fail_code
+            if fail_at == i:
+                message = str(flags.get("failMessage") or spec.fail_message or SIMULATED_FAILURE)
+                code = str(flags.get("failCode") or code)
+            elif message is None:
+                message = spec.failure_for(run_input, step_rng)
+            if message is not None:
+                plan.status = "FAILED"
+                plan.message = message
+                status = "FAILED"
+                error = {"code": code, "message": message}
+            else:
+                plan.output = spec.output_for(run_input, step_rng)
+                if plan.output is None and spec.nested is not None:
+                    plan.output = {
+                        "nestedRunIds": [child.id for child in plan.nested],
+                        "completed": len(plan.nested),
+                    }
+            moment = end
+        return RunRecord(
+            id=run_id,
+            workflow_id=workflow.id,
+            workflow_name=workflow.name,
+            input=run_input,
+            created_at=created_at,
+            started_at=started_at,
+            finished_at=moment,
+            status=status,
+            error=error,
+            steps=steps,
+            studio_duration_ms=studio_ms,
+            parent_run_id=parent_run_id,
+            parent_step_id=parent_step_id,
+            depth=depth,
+        )
+
+    def walk(self, record: RunRecord) -> list[RunRecord]:
+        """``record`` and all its nested runs, depth first."""
+        found = [record]
+        for step in record.steps:
+            for child in step.nested:
+                found.extend(self.walk(child))
+        return found
