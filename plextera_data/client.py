@@ -370,6 +370,11 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _safe_cause(cause: Exception, redact: _Redactor) -> Exception | None:
+    """``cause`` to chain to our error, or ``None`` if its text would show the key."""
+    return cause if redact.text(str(cause)) == str(cause) else None
+
+
 class _Redactor:
     """Removes a key from text and JSON-like values."""
 
@@ -534,7 +539,7 @@ class AsyncClient:
                 path=path,
                 request_id=request_id,
                 request_sent=not not_sent,
-            ) from exc
+            ) from _safe_cause(exc, redact)
         except httpx.TransportError as exc:
             not_sent = isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol)
             what = "Could not connect" if not_sent else "The connection failed"
@@ -544,7 +549,7 @@ class AsyncClient:
                 path=path,
                 request_id=request_id,
                 request_sent=not not_sent,
-            ) from exc
+            ) from _safe_cause(exc, redact)
         return self._read(response, method, path, request_id, redact)
 
     def _read(
