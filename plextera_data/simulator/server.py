@@ -19,12 +19,14 @@ __all__ = ["SimulatorServer"]
 
 
 class _ConnectionAbortHook:
-    """Gives the app a way to drop the TCP connection with no answer.
+    """Gives the app a way to drop the TCP connection with no answer; turns off Nagle.
 
     uvicorn answers 500 when an app fails before responding, which is not what a dropped
     connection looks like. Its h11 protocol hands the app the bound ``send`` of the request
     cycle, whose ``transport`` can be aborted; this wrapper puts that abort in the scope under
-    ``extensions["plextera.abort_connection"]``.
+    ``extensions["plextera.abort_connection"]``. It also sets ``TCP_NODELAY`` on the connection:
+    uvicorn writes a response's head and body separately, and Nagle's algorithm with delayed ACKs
+    would add some 40 ms to every answer on a kept-alive connection.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -34,6 +36,9 @@ class _ConnectionAbortHook:
         if scope["type"] == "http":
             transport = getattr(getattr(send, "__self__", None), "transport", None)
             abort = getattr(transport, "abort", None)
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if abort is not None:
                 extensions = dict(scope.get("extensions") or {})
                 extensions["plextera.abort_connection"] = abort
