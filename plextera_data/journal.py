@@ -1,0 +1,438 @@
+"""The batch journal: a SQLite ledger of what was sent, what the API accepted, and how it ended.
+
+One journal file records one batch (one workflow, the rows of one frame). Per row it keeps the
+row key, the request fingerprint, the run id, the status, the last error and request id, the
+number of POST attempts and the times; per finished run it keeps the final run JSON, written
+once, so tables can be rebuilt offline and finished runs are never fetched again.
+
+Durability: WAL mode with ``synchronous=FULL``. A row is marked ``SUBMITTING`` (with the
+``X-Request-Id`` it will send) and committed *before* its POST leaves, and the run id is committed
+before the row counts as submitted; commits of starts that complete in the same event-loop tick
+are grouped into one (:meth:`Journal.flush`). So a process killed at any instant leaves either
+no trace of a row's start (it was never sent), a ``SUBMITTING`` row (it may or may not have a
+run: resume reports it as ``SUBMISSION_UNCERTAIN``), or the run id.
+
+The API key is never written: the journal holds no client settings at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from plextera_data.errors import JournalError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Journal",
+    "JournalBatch",
+    "JournalRow",
+    "decode_key",
+    "encode_key",
+]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    workflow_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    options TEXT NOT NULL,
+    frame_fingerprint TEXT
+);
+CREATE TABLE IF NOT EXISTS rows (
+    batch_id INTEGER NOT NULL REFERENCES batches(id),
+    row_key TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    run_id TEXT,
+    status TEXT NOT NULL,
+    error TEXT,
+    request_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    submitted_at TEXT,
+    finished_at TEXT,
+    PRIMARY KEY (batch_id, row_key)
+);
+CREATE INDEX IF NOT EXISTS rows_by_run ON rows (run_id);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    batch_id INTEGER NOT NULL REFERENCES batches(id),
+    final_json TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+"""
+
+
+# --------------------------------------------------------------------------- row keys
+
+
+def _plain(key: Any) -> Any:
+    if isinstance(key, np.generic):
+        return key.item()
+    return key
+
+
+def _tag(key: Any) -> Any:
+    key = _plain(key)
+    if key is None or isinstance(key, bool | int | str):
+        return key
+    if isinstance(key, float):
+        return key if math.isfinite(key) else {"float": repr(key)}
+    if isinstance(key, pd.Timestamp | dt.datetime):
+        return {"timestamp": pd.Timestamp(key).isoformat()}
+    if isinstance(key, dt.date):
+        return {"date": key.isoformat()}
+    if isinstance(key, pd.Timedelta | dt.timedelta):
+        return {"timedelta": pd.Timedelta(key).isoformat()}
+    if isinstance(key, tuple):
+        return {"tuple": [_tag(k) for k in key]}
+    return {"repr": repr(key)}
+
+
+def encode_key(key: Any) -> str:
+    """A row key (index value) as canonical JSON text; round-trips ints, floats, strings, bools,
+    timestamps, dates, timedeltas and tuples (MultiIndex); other types are kept as their repr."""
+    return json.dumps(_tag(key), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _untag(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    (kind, payload), *_ = value.items()
+    if kind == "float":
+        return float(payload)
+    if kind == "timestamp":
+        return pd.Timestamp(payload)
+    if kind == "date":
+        return dt.date.fromisoformat(payload)
+    if kind == "timedelta":
+        return pd.Timedelta(payload)
+    if kind == "tuple":
+        return tuple(_untag(v) for v in payload)
+    return payload
+
+
+def decode_key(text: str) -> Any:
+    """The row key back from :func:`encode_key`."""
+    return _untag(json.loads(text))
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _from_iso(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    value = dt.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class JournalRow:
+    """One row as the journal holds it."""
+
+    key_text: str
+    key: Any
+    position: int
+    fingerprint: str
+    run_id: str | None
+    status: str
+    error: str | None
+    request_id: str | None
+    attempts: int
+    submitted_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+@dataclass
+class JournalBatch:
+    """The batch recorded in a journal: its settings, rows (in position order) and final runs."""
+
+    id: int
+    workflow_id: str
+    created_at: dt.datetime | None
+    options: dict[str, Any]
+    frame_fingerprint: str | None
+    rows: list[JournalRow] = field(default_factory=list)
+    final_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- the journal
+
+
+class Journal:
+    """A batch's SQLite journal; one connection, used from one thread (the batch's loop).
+
+    ``Journal(path)`` opens or creates the file. Writes are plain method calls inside an open
+    transaction; :meth:`flush` (async) commits them, grouping the writers of one loop tick;
+    :meth:`commit_soon` schedules a commit without waiting; :meth:`commit` commits now.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous}")
+        try:
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(
+                f"Cannot use {str(self.path)!r} as a journal: {exc}. Pass another file name, or "
+                "move the damaged file aside"
+            ) from exc
+        self._lock = threading.RLock()
+        self._dirty = False
+        self._flush_future: asyncio.Future[None] | None = None
+        self._commit_handle: asyncio.Handle | None = None
+        self.commits = 0
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.path)!r})"
+
+    def _migrate(self) -> None:
+        with self._conn:
+            self._conn.executescript(_SCHEMA)
+            row = self._conn.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                self._conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise JournalError(
+                    f"The journal {str(self.path)!r} was written by a newer plextera-data "
+                    f"(schema {row[0]}, this version reads {SCHEMA_VERSION}); upgrade the library"
+                )
+
+    # ------------------------------------------------------------------ reading
+
+    def load(self) -> JournalBatch | None:
+        """The batch recorded in this journal, or ``None`` for a new journal."""
+        with self._lock:
+            head = self._conn.execute(
+                "SELECT id, workflow_id, created_at, options, frame_fingerprint FROM batches "
+                "ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            if head is None:
+                return None
+            batch = JournalBatch(
+                id=head[0],
+                workflow_id=head[1],
+                created_at=_from_iso(head[2]),
+                options=json.loads(head[3]),
+                frame_fingerprint=head[4],
+            )
+            for rec in self._conn.execute(
+                "SELECT row_key, position, fingerprint, run_id, status, error, request_id, "
+                "attempts, submitted_at, finished_at FROM rows WHERE batch_id = ? "
+                "ORDER BY position",
+                (batch.id,),
+            ):
+                batch.rows.append(
+                    JournalRow(
+                        key_text=rec[0],
+                        key=decode_key(rec[0]),
+                        position=rec[1],
+                        fingerprint=rec[2],
+                        run_id=rec[3],
+                        status=rec[4],
+                        error=rec[5],
+                        request_id=rec[6],
+                        attempts=rec[7],
+                        submitted_at=_from_iso(rec[8]),
+                        finished_at=_from_iso(rec[9]),
+                    )
+                )
+            for run_id, text in self._conn.execute(
+                "SELECT run_id, final_json FROM runs WHERE batch_id = ?", (batch.id,)
+            ):
+                batch.final_runs[run_id] = json.loads(text)
+            return batch
+
+    # ------------------------------------------------------------------ writing
+
+    def create_batch(
+        self,
+        workflow_id: str,
+        options: dict[str, Any],
+        frame_fingerprint: str | None,
+    ) -> int:
+        """Record a new batch and return its id (committed at once)."""
+        with self._lock:
+            cursor = self._conn.execute(
+                "INSERT INTO batches (workflow_id, created_at, options, frame_fingerprint) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    workflow_id,
+                    dt.datetime.now(dt.UTC).isoformat(),
+                    json.dumps(options, sort_keys=True, default=str),
+                    frame_fingerprint,
+                ),
+            )
+            self._conn.commit()
+            self.commits += 1
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def set_frame_fingerprint(self, batch_id: int, frame_fingerprint: str | None) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE batches SET frame_fingerprint = ? WHERE id = ?",
+                (frame_fingerprint, batch_id),
+            )
+            self._dirty = True
+
+    def add_rows(self, batch_id: int, rows: Iterable[tuple[str, Any, int, str, str]]) -> None:
+        """Insert rows ``(key_text, key, position, fingerprint, status)`` and commit."""
+        with self._lock:
+            self._conn.executemany(
+                "INSERT INTO rows (batch_id, row_key, key_type, position, fingerprint, status) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    (batch_id, text, type(key).__name__, position, fingerprint, status)
+                    for text, key, position, fingerprint, status in rows
+                ),
+            )
+            self._conn.commit()
+            self.commits += 1
+
+    def save_row(
+        self,
+        batch_id: int,
+        key_text: str,
+        *,
+        fingerprint: str,
+        run_id: str | None,
+        status: str,
+        error: str | None,
+        request_id: str | None,
+        attempts: int,
+        submitted_at: dt.datetime | None,
+        finished_at: dt.datetime | None,
+    ) -> None:
+        """Write a row's state (not committed: call :meth:`flush` or :meth:`commit_soon`)."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE rows SET fingerprint = ?, run_id = ?, status = ?, error = ?, "
+                "request_id = ?, attempts = ?, submitted_at = ?, finished_at = ? "
+                "WHERE batch_id = ? AND row_key = ?",
+                (
+                    fingerprint,
+                    run_id,
+                    status,
+                    error,
+                    request_id,
+                    attempts,
+                    _iso(submitted_at),
+                    _iso(finished_at),
+                    batch_id,
+                    key_text,
+                ),
+            )
+            self._dirty = True
+
+    def save_final_run(self, batch_id: int, run_id: str, raw: dict[str, Any]) -> None:
+        """Keep a finished run's JSON (the first one written wins; not committed)."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO runs (run_id, batch_id, final_json, recorded_at) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    run_id,
+                    batch_id,
+                    json.dumps(raw, ensure_ascii=False, default=str),
+                    dt.datetime.now(dt.UTC).isoformat(),
+                ),
+            )
+            self._dirty = True
+
+    # ------------------------------------------------------------------ committing
+
+    def commit(self) -> None:
+        """Commit the writes made so far, now."""
+        with self._lock:
+            if self._commit_handle is not None:
+                self._commit_handle.cancel()
+                self._commit_handle = None
+            future, self._flush_future = self._flush_future, None
+            try:
+                if self._dirty:
+                    self._conn.commit()
+                    self.commits += 1
+                    self._dirty = False
+            except sqlite3.Error as exc:
+                error = JournalError(f"Cannot write the journal {str(self.path)!r}: {exc}")
+                if future is not None and not future.done():
+                    future.set_exception(error)
+                raise error from exc
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def commit_soon(self) -> None:
+        """Commit at the next turn of the running event loop (now if no loop is running)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.commit()
+            return
+        if self._commit_handle is None and self._flush_future is None:
+            self._commit_handle = loop.call_soon(self._commit_quietly)
+
+    def _commit_quietly(self) -> None:
+        self._commit_handle = None
+        # An error reaches the awaiting writers; a plain commit_soon has no one to tell.
+        with contextlib.suppress(JournalError):
+            self.commit()
+
+    async def flush(self) -> None:
+        """Commit the writes made so far; every caller in the same loop tick shares one commit."""
+        if not self._dirty:
+            return
+        future = self._flush_future
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            self._flush_future = future
+            if self._commit_handle is None:
+                self._commit_handle = loop.call_soon(self._commit_quietly)
+        await asyncio.shield(future)
+
+    def close(self) -> None:
+        """Commit and close the connection."""
+        with self._lock:
+            try:
+                self.commit()
+            finally:
+                self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def keys_of(rows: Sequence[JournalRow]) -> list[Any]:
+    """The row keys, in order."""
+    return [row.key for row in rows]
