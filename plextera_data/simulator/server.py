@@ -109,8 +109,9 @@ class SimulatorServer:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving and wait for the thread to end."""
+        """Stop serving and wait for the thread to end; answers still pending are abandoned."""
         self._server.should_exit = True
+        self._server.force_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
