@@ -201,8 +201,11 @@ class Planner:
         if wanted is not None and wanted >= 0 and sum(durations) > 0:
             scale = wanted / sum(durations)
             durations = [d * scale for d in durations]
-
-        started_at = created_at + timedelta(seconds=workflow.start_delay_for(run_input, rng))
+        # Whole milliseconds everywhere, so the planned times equal the rendered timestamps.
+        durations = [round(d, 3) for d in durations]
+        created_at = created_at.replace(microsecond=created_at.microsecond // 1000 * 1000)
+        delay = round(workflow.start_delay_for(run_input, rng), 3)
+        started_at = created_at + timedelta(seconds=delay)
         moment = started_at
         status = "COMPLETED"
         error: dict[str, str] | None = None
