@@ -33,13 +33,24 @@ _local = threading.local()
 _patch_lock = threading.Lock()
 
 
+class _PrivateLoop:
+    """A thread's private event loop; closed when the thread ends and its locals are freed."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def __del__(self) -> None:
+        loop = self.loop
+        if not loop.is_closed() and not loop.is_running():
+            loop.close()
+
+
 def _private_loop() -> asyncio.AbstractEventLoop:
     """This thread's private loop, created at first use and reused afterwards."""
-    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _local.loop = loop
-    return loop
+    holder: _PrivateLoop | None = getattr(_local, "holder", None)
+    if holder is None or holder.loop.is_closed():
+        holder = _local.holder = _PrivateLoop()
+    return holder.loop
 
 
 def _nest(loop: asyncio.AbstractEventLoop) -> None:

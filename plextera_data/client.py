@@ -478,8 +478,8 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         http = self._clients.get(loop)
         if http is None:
-            for old in [lp for lp in self._clients if lp.is_closed()]:
-                del self._clients[old]  # its connections died with the loop
+            for old in [lp for lp in list(self._clients) if lp.is_closed()]:
+                self._clients.pop(old, None)  # its connections died with the loop
             http = httpx.AsyncClient(
                 timeout=self._timeout,
                 limits=self._limits,

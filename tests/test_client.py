@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -836,3 +837,23 @@ def test_closed_client_refuses_calls() -> None:
         client.get_run("r")
     with pytest.raises(errors.ConfigurationError, match="closed"):
         client.get_run("r")
+
+
+def test_sync_client_shared_by_threads() -> None:
+    client, server, _ = make(ok())
+    results: list[str | None] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(3):
+            run = client.get_run("r")
+            with lock:
+                results.append(run.id)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == ["run_1"] * 18
+    assert len(server.requests) == 18
