@@ -50,7 +50,26 @@ class Pacer:
         self.rate_limited = 0
         self._successes = 0
         self._next_send = 0.0
-        self._changed = asyncio.Event()
+        self._events: dict[int, asyncio.Event] = {}
+
+    @property
+    def _changed(self) -> asyncio.Event:
+        """The "a slot may be free" event of the running loop (a batch may be polled from more
+        than one loop: a script's private loop, then a notebook's)."""
+        try:
+            key = id(asyncio.get_running_loop())
+        except RuntimeError:
+            key = 0
+        event = self._events.get(key)
+        if event is None:
+            if len(self._events) > 8:
+                self._events.clear()
+            event = self._events[key] = asyncio.Event()
+        return event
+
+    def _notify(self) -> None:
+        for event in self._events.values():
+            event.set()
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -82,7 +101,7 @@ class Pacer:
 
     def release(self) -> None:
         self.in_flight -= 1
-        self._changed.set()
+        self._notify()
 
     def on_success(self) -> None:
         """A request got a healthy answer: after enough in a row, allow one more in flight."""
@@ -91,7 +110,7 @@ class Pacer:
             self._successes = 0
             if self.limit < self.max_in_flight:
                 self.limit += 1
-                self._changed.set()
+                self._notify()
             if self.rate is not None and self.max_per_second is not None:
                 self.rate = min(self.max_per_second, self.rate * 1.25)
 

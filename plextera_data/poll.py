@@ -1,0 +1,607 @@
+"""Poll every run of a batch together, politely: :func:`wait`, :func:`wait_async`, :func:`watch`.
+
+One scheduler per batch runs on one event loop. It keeps a heap of ``(next poll time, row)`` and
+sends each due GET through the batch's :class:`~plextera_data.pacing.Pacer` (a cap on requests
+in flight and per second, and one shared pause after a 429).
+
+When to poll a run next (all times in the run's own seconds; ``time_scale`` converts them to the
+client's clock, for a sped-up simulator):
+
+* **From the run itself.** After ``k`` of ``n`` steps the run's ``updatedAt`` tells when step
+  ``k`` ended, so ``t_k / (fraction of a run spent in the first k steps)`` predicts when it ends.
+  That fraction is learned from the runs of this batch that already finished (the batch is many
+  runs of one workflow), and is ``k / n`` until three have.
+* **From the batch.** Before any step ends, the durations of finished runs are the prior: the
+  next poll goes at the median of the finished durations still longer than this run's elapsed
+  time.
+* **Without either**, the interval starts at ``min_interval`` and grows by ``backoff`` (x1.5) up
+  to ``max_interval``. A run past its predicted end is polled at a short interval that grows
+  again (``overdue_interval``, x1.5). Every interval gets a little jitter.
+* A terminal run is never polled again. A 429 pauses every request of the batch for its
+  ``Retry-After`` (the pacer), then the batch goes on slower and recovers gradually. 5xx, timeouts,
+  dropped connections and malformed answers are retried with backoff; after
+  ``slow_after_failures`` failures in a row a run is polled every ``slow_interval`` and reported
+  with its last error, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from plextera_data import errors
+from plextera_data._loop import run_sync
+from plextera_data.models import Run, is_terminal
+from plextera_data.progress import ProgressReporter, open_progress
+
+if TYPE_CHECKING:
+    from plextera_data.batch import Batch, RowState
+
+__all__ = ["DurationModel", "PollSettings", "Scheduler", "stop", "wait", "wait_async", "watch"]
+
+logger = logging.getLogger("plextera_data")
+
+#: Errors after which polling cannot succeed for any run: raised at once.
+_FATAL = (errors.AuthenticationError, errors.PermissionDeniedError)
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """How the scheduler paces its polls. Pass any field to ``wait``/``watch`` as a keyword.
+
+    Intervals are in seconds of the run's clock; ``time_scale`` (client seconds per run second)
+    converts them, for a simulator that runs faster than real time (``1 / speed``).
+    ``max_in_flight`` and ``max_per_second`` set the batch's pacer (``None``: leave it as is).
+    """
+
+    min_interval: float = 1.0
+    max_interval: float = 30.0
+    backoff: float = 1.5
+    jitter: float = 0.1
+    overdue_interval: float = 0.5
+    finish_margin: float = 0.1
+    quantile: float = 0.5
+    slow_after_failures: int = 5
+    slow_interval: float = 60.0
+    max_retry_after: float = 60.0
+    time_scale: float = 1.0
+    max_in_flight: int | None = None
+    max_per_second: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_interval <= self.max_interval:
+            raise ValueError("need 0 < min_interval <= max_interval (seconds)")
+        if self.backoff < 1:
+            raise ValueError(f"backoff must be >= 1, got {self.backoff}")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
+        if self.time_scale <= 0:
+            raise ValueError(f"time_scale must be > 0, got {self.time_scale}")
+        if not 0 < self.quantile < 1:
+            raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
+
+    @classmethod
+    def from_limits(cls, limits: dict[str, Any]) -> PollSettings:
+        """Settings from ``wait(**limits)``; an unknown name raises ``TypeError`` listing the
+        known ones."""
+        base = limits.pop("settings", None) or cls()
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(limits) - known)
+        if unknown:
+            raise TypeError(
+                f"unknown polling option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return replace(base, **limits) if limits else base
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass
+class _RowPlan:
+    """What the scheduler knows about one row's run between polls."""
+
+    interval: float
+    boundaries: dict[int, float] = field(default_factory=dict)  # k -> seconds from start
+    last_k: int = 0
+    overdue_polls: int = 0
+    failures: int = 0
+
+
+class DurationModel:
+    """Learns from the finished runs of the batch how long runs take and how their time splits
+    over steps, and predicts when a running run will end (run seconds since it started)."""
+
+    def __init__(self, quantile: float = 0.5) -> None:
+        self.quantile = quantile
+        self.durations: list[float] = []
+        self.first_boundaries: list[float] = []
+        self.ratios: dict[int, list[float]] = {}
+
+    def learn(self, plan: _RowPlan, run: Run) -> None:
+        """A run finished: remember its duration and the share of it each step boundary took."""
+        start = run.started_at or run.created_at
+        total: float | None = None
+        if run.computed_duration_ms is not None:
+            total = run.computed_duration_ms / 1000.0
+        elif start is not None and run.completed_at is not None:
+            total = (run.completed_at - start).total_seconds()
+        if total is None or total <= 0:
+            return
+        self.durations.append(total)
+        for k, t_k in plan.boundaries.items():
+            if 0 < t_k <= total:
+                self.ratios.setdefault(k, []).append(t_k / total)
+
+    def learn_boundary(self, k: int, t_k: float) -> None:
+        if k == 1:
+            self.first_boundaries.append(t_k)
+
+    def predict_end(self, plan: _RowPlan, run: Run, elapsed: float) -> float | None:
+        """Run seconds from start at which the run is expected to end (``None``: no idea)."""
+        k, n = plan.last_k, run.steps_total
+        if k and n and k < n and k in plan.boundaries:
+            t_k = plan.boundaries[k]
+            samples = self.ratios.get(k, [])
+            ratio = _quantile(samples, 1.0 - self.quantile) if len(samples) >= 3 else k / n
+            return t_k / ratio if ratio > 0 else None
+        if k == 0 and n and n > 1 and len(self.first_boundaries) >= 3:
+            later = [t for t in self.first_boundaries if t > elapsed]
+            if later:
+                return _quantile(later, self.quantile)
+        if len(self.durations) >= 3:
+            later = [d for d in self.durations if d > elapsed]
+            if later:
+                return _quantile(later, self.quantile)
+            return elapsed  # longer than any finished run: overdue
+        return None
+
+
+# --------------------------------------------------------------------------- the scheduler
+
+
+class Scheduler:
+    """Polls the runs of one batch until all are terminal (see the module docstring)."""
+
+    def __init__(
+        self,
+        batch: Batch,
+        settings: PollSettings,
+        reporter: ProgressReporter,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        report_every: float = 0.1,
+    ) -> None:
+        self.batch = batch
+        self.settings = settings
+        self.reporter = reporter
+        self.model = DurationModel(settings.quantile)
+        self._clock = clock
+        self._rng = random.Random(settings.seed)
+        self._heap: list[tuple[float, int, int]] = []  # (due, sequence, row position)
+        self._seq = 0
+        self._plans: dict[int, _RowPlan] = {}
+        self._rows: dict[int, RowState] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wakeup = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._main: asyncio.Task[Any] | None = None
+        self._report_every = report_every
+        self._last_report = float("-inf")
+        self.gets = 0
+        pacer = batch.pacer
+        if settings.max_in_flight is not None:
+            pacer.max_in_flight = pacer.limit = max(1, settings.max_in_flight)
+            pacer.min_in_flight = min(pacer.min_in_flight, pacer.max_in_flight)
+        if settings.max_per_second is not None:
+            pacer.max_per_second = pacer.rate = settings.max_per_second
+
+    # ------------------------------------------------------------------ times
+
+    def _client_seconds(self, run_seconds: float) -> float:
+        return run_seconds * self.settings.time_scale
+
+    def _jittered(self, seconds: float) -> float:
+        j = self.settings.jitter
+        return seconds * (1.0 + j * (2.0 * self._rng.random() - 1.0)) if j else seconds
+
+    def _push(self, row: RowState, delay_run_seconds: float) -> None:
+        due = self._clock() + self._client_seconds(max(0.0, delay_run_seconds))
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, row.position))
+        self._wakeup.set()
+
+    # ------------------------------------------------------------------ rows
+
+    def pick_up(self) -> int:
+        """Schedule rows of ``batch.pending_poll()`` not yet known; returns how many."""
+        added = 0
+        for row in self.batch.pending_poll():
+            if row.position in self._rows:
+                continue
+            self._rows[row.position] = row
+            plan = _RowPlan(interval=self.settings.min_interval)
+            self._plans[row.position] = plan
+            age = 0.0
+            if row.submitted_at is not None:
+                age = (datetime.now(UTC) - row.submitted_at).total_seconds()
+                age = max(0.0, age / self.settings.time_scale)
+            first = self.model.predict_end(plan, row.run or Run(id=row.run_id, status=None), age)
+            delay = (first - age + self.settings.finish_margin) if first else plan.interval - age
+            if first is None:
+                plan.interval = min(
+                    self.settings.max_interval, plan.interval * self.settings.backoff
+                )
+            self._push(row, min(self._jittered(max(0.0, delay)), self.settings.max_interval))
+            added += 1
+        return added
+
+    @property
+    def outstanding(self) -> int:
+        """Rows scheduled or being polled."""
+        return len(self._heap) + len(self._tasks)
+
+    # ------------------------------------------------------------------ next poll
+
+    def _elapsed(self, row: RowState, run: Run) -> float:
+        """Run seconds since the run started (its own ``durationMs`` if it reports one)."""
+        if run.duration_ms is not None and run.started_at is not None:
+            return run.duration_ms / 1000.0
+        start = run.started_at or run.created_at or row.submitted_at
+        if start is None:
+            return 0.0
+        return max(0.0, (datetime.now(UTC) - start).total_seconds()) / self.settings.time_scale
+
+    def next_delay(self, row: RowState, plan: _RowPlan, run: Run) -> float:
+        """Run seconds until ``run`` (not terminal) should be polled again."""
+        s = self.settings
+        k = run.steps_completed or 0
+        start = run.started_at or run.created_at
+        if k > plan.last_k and run.updated_at is not None and start is not None:
+            t_k = (run.updated_at - start).total_seconds()
+            if t_k > 0:
+                plan.boundaries[k] = t_k
+                plan.last_k = k
+                plan.overdue_polls = 0
+                self.model.learn_boundary(k, t_k)
+        elapsed = self._elapsed(row, run)
+        end = self.model.predict_end(plan, run, elapsed)
+        if end is not None and end > elapsed:
+            delay = min(end - elapsed + s.finish_margin, s.max_interval)
+        elif end is not None:
+            delay = min(s.overdue_interval * s.backoff**plan.overdue_polls, s.max_interval)
+            plan.overdue_polls += 1
+        else:
+            delay = plan.interval
+            plan.interval = min(s.max_interval, plan.interval * s.backoff)
+        return self._jittered(delay)
+
+    # ------------------------------------------------------------------ one poll
+
+    async def _poll(self, row: RowState) -> None:
+        assert row.run_id is not None
+        try:
+            run = await self.batch.aclient.get_run(row.run_id, retry=False)
+        except errors.PlexteraError as exc:
+            # Counted once answered or failed: a GET cancelled in flight may never have been sent.
+            row.polls += 1
+            self.gets += 1
+            self._failed(row, exc)
+        else:
+            row.polls += 1
+            self.gets += 1
+            self._answered(row, run)
+        self._maybe_report()
+
+    def _answered(self, row: RowState, run: Run) -> None:
+        plan = self._plans[row.position]
+        self.batch.pacer.on_success()
+        plan.failures = 0
+        self.batch.record_run(row, run)
+        if is_terminal(run.status):
+            self.model.learn(plan, run)  # never scheduled again
+            self._plans.pop(row.position, None)
+            self._rows.pop(row.position, None)
+            return
+        self._push(row, self.next_delay(row, plan, run))
+
+    def _failed(self, row: RowState, exc: errors.PlexteraError) -> None:
+        s = self.settings
+        if isinstance(exc, _FATAL):
+            self._fatal = exc
+            self._wakeup.set()
+            return
+        if isinstance(exc, errors.RateLimitError):
+            retry_after = exc.retry_after
+            if retry_after is not None:
+                retry_after = min(retry_after, s.max_retry_after)
+            self.batch.pacer.on_rate_limited(retry_after)  # pauses every request of the batch
+            pause = retry_after if retry_after is not None else 1.0  # client seconds
+            self._push(row, pause / s.time_scale + s.min_interval * self._rng.random())
+            return
+        plan = self._plans[row.position]
+        plan.failures += 1
+        self.batch.record_poll_error(row, exc)
+        if plan.failures >= s.slow_after_failures:
+            delay = s.slow_interval
+            if plan.failures == s.slow_after_failures:
+                logger.warning(
+                    "Run %s (row %r) failed to poll %d times in a row; polling it every %g s "
+                    "from now on. Last error: %s",
+                    row.run_id,
+                    row.key,
+                    plan.failures,
+                    s.slow_interval,
+                    exc,
+                )
+        else:
+            delay = min(s.max_interval, s.min_interval * 2.0 ** (plan.failures - 1))
+        self._push(row, self._jittered(delay))
+
+    def _maybe_report(self, force: bool = False) -> None:
+        now = self._clock()
+        if force or now - self._last_report >= self._report_every:
+            self._last_report = now
+            self.reporter.update(self.batch.snapshot("polling"))
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.batch.pacer.release()
+        self._wakeup.set()
+        if not task.cancelled() and task.exception() is not None and self._fatal is None:
+            self._fatal = task.exception()
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(
+        self, *, deadline: float | None = None, submission: asyncio.Future[Any] | None = None
+    ) -> bool:
+        """Poll until every picked-up row is terminal (and ``submission`` is done).
+
+        Returns False if ``deadline`` (on the scheduler's clock) passed first.
+        """
+        self._main = asyncio.current_task()
+        pacer = self.batch.pacer
+        self.pick_up()
+        next_scan = self._clock() + 0.1
+        try:
+            while True:
+                if self._fatal is not None:
+                    raise self._fatal
+                now = self._clock()
+                submitting = submission is not None and not submission.done()
+                if submitting and now >= next_scan:
+                    self.pick_up()
+                    next_scan = now + 0.1
+                if not self._heap and not self._tasks:
+                    if submitting:
+                        assert submission is not None
+                        await asyncio.wait({submission}, timeout=0.1)
+                        continue
+                    if self.pick_up():  # rows that appeared at the very end of submission
+                        continue
+                    return True
+                if deadline is not None and now >= deadline:
+                    return False
+                if self._heap and self._heap[0][0] <= now:
+                    _, _, position = heapq.heappop(self._heap)
+                    row = self._rows.get(position)
+                    if row is None or is_terminal(row.status):
+                        continue
+                    await pacer.acquire()
+                    task = asyncio.ensure_future(self._poll(row))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._done)
+                    continue
+                target = self._heap[0][0] if self._heap else now + 0.25
+                if deadline is not None:
+                    target = min(target, deadline)
+                if submitting:
+                    target = min(target, next_scan)
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), max(0.0, target - now))
+        except BaseException:
+            await self.shutdown(cancel=True)
+            raise
+        finally:
+            await self.shutdown(cancel=False)
+
+    async def shutdown(self, *, cancel: bool = True) -> None:
+        """Cancel (or, with ``cancel=False``, let finish) the polls in flight; either way every
+        answer received is recorded and nothing is left running."""
+        tasks = list(self._tasks)
+        if cancel:
+            for task in tasks:
+                task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def cancel(self) -> None:
+        """Stop from outside the loop's coroutine (an interrupt): cancel everything."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._main is not None and not self._main.done():
+            self._main.cancel()
+
+
+# --------------------------------------------------------------------------- public functions
+
+
+def _still_running(batch: Batch) -> int:
+    return len(batch.pending_poll())
+
+
+def _resume_hint(batch: Batch) -> str:
+    hint = "call batch.wait() (or batch.watch()) again to go on polling"
+    journal = getattr(batch, "journal", None)
+    path = getattr(journal, "path", None)
+    if path is not None:
+        hint += f", or px.resume({str(path)!r}) after a restart"
+    return hint
+
+
+def _failure_error(batch: Batch) -> errors.RunFailedError | None:
+    failed = [r for r in batch.rows if r.status in ("FAILED", "CLOSED")]
+    if not failed:
+        return None
+    lines = [f"{len(failed)} of {len(batch.rows)} runs did not complete:"]
+    for row in failed[:10]:
+        lines.append(f"  - row {row.key!r}, run {row.run_id}: {row.status}: {row.error or '-'}")
+    if len(failed) > 10:
+        lines.append(f"  ... and {len(failed) - 10} more (see batch.status)")
+    return errors.RunFailedError("\n".join(lines), runs=[r.run for r in failed if r.run])
+
+
+async def wait_async(
+    batch: Batch,
+    timeout: float | None = None,  # noqa: ASYNC109 - the public contract; enforced by deadline
+    progress: Any = True,
+    raise_on_failure: bool = False,
+    *,
+    submission: asyncio.Future[Any] | None = None,
+    reporter: ProgressReporter | None = None,
+    **limits: Any,
+) -> Batch:
+    """Poll every run of ``batch`` until all are terminal; the async twin of :func:`wait`.
+
+    ``submission``: the task submitting the batch's rows; polling goes on until it is done and
+    nothing is pending (rows appear as they are accepted). ``reporter``: a progress reporter
+    opened by the caller (one display for submission and polling); it is closed at the end.
+    ``limits``: :class:`PollSettings` fields (``max_in_flight=8``, ``max_interval=10``, ...).
+    """
+    settings = PollSettings.from_limits(dict(limits))
+    if reporter is None:
+        reporter = getattr(batch, "_reporter", None) if submission is not None else None
+    if reporter is None:
+        reporter = open_progress(progress, total=len(batch.rows))
+    scheduler = Scheduler(batch, settings, reporter)
+    batch._poller = scheduler
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    phase = "stopped"
+    try:
+        finished = await scheduler.run(deadline=deadline, submission=submission)
+        phase = "done" if finished else "stopped"
+    finally:
+        if batch.journal is not None:
+            with contextlib.suppress(Exception):
+                batch.journal.commit()
+        if batch._poller is scheduler:
+            batch._poller = None
+        reporter.close(batch.snapshot(phase))
+    if not finished:
+        running = _still_running(batch)
+        raise errors.BatchTimeoutError(
+            f"{running} of {len(batch.rows)} runs still running after {timeout:g} s; "
+            f"{_resume_hint(batch)}",
+            still_running=running,
+        )
+    if raise_on_failure:
+        failure = _failure_error(batch)
+        if failure is not None:
+            raise failure
+    return batch
+
+
+def wait(
+    batch: Batch,
+    timeout: float | None = None,
+    progress: Any = True,
+    raise_on_failure: bool = False,
+    **limits: Any,
+) -> Batch:
+    """Block until every run of ``batch`` is terminal (or ``timeout`` seconds pass).
+
+    Raises :class:`~plextera_data.errors.BatchTimeoutError` on timeout (call ``wait`` again to
+    go on), :class:`~plextera_data.errors.RunFailedError` with ``raise_on_failure=True`` if runs
+    ended FAILED or CLOSED. Works in a Jupyter cell (see :mod:`plextera_data._loop`). Ctrl-C stops
+    cleanly: everything recorded so far stays, and the message says how to resume.
+
+        batch.wait(timeout=600, max_in_flight=8)
+    """
+    coro = wait_async(
+        batch, timeout=timeout, progress=progress, raise_on_failure=raise_on_failure, **limits
+    )
+    try:
+        return run_sync(coro)
+    except KeyboardInterrupt:
+        scheduler = batch._poller
+        if isinstance(scheduler, Scheduler):
+            scheduler.cancel()
+            with contextlib.suppress(BaseException):
+                run_sync(_settle(scheduler))
+            batch._poller = None
+        if batch.journal is not None:
+            with contextlib.suppress(Exception):
+                batch.journal.commit()
+        message = (
+            f"Polling interrupted: {_still_running(batch)} of {len(batch.rows)} runs still "
+            f"running; nothing recorded was lost. To go on, {_resume_hint(batch)}."
+        )
+        print(message, file=sys.stderr)
+        raise KeyboardInterrupt(message) from None
+
+
+async def _settle(scheduler: Scheduler) -> None:
+    """Let cancelled tasks finish after an interrupt."""
+    await scheduler.shutdown()
+    main = scheduler._main
+    if main is not None and not main.done():
+        with contextlib.suppress(BaseException):
+            await main
+
+
+def watch(batch: Batch, progress: Any = True, **limits: Any) -> Batch:
+    """Poll in the background and return at once (in a notebook, on the kernel's loop).
+
+    ``batch.status`` and ``batch.tables()`` show partial results meanwhile; :func:`stop` cancels.
+    Outside a running event loop this is :func:`wait`.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return wait(batch, progress=progress, **limits)
+    task = getattr(batch, "_watch_task", None)
+    if task is not None and not task.done():
+        return batch  # already watching
+    task = loop.create_task(wait_async(batch, progress=progress, **limits))
+    batch._watch_task = task  # type: ignore[attr-defined]
+    task.add_done_callback(_watch_ended)
+    return batch
+
+
+def _watch_ended(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        print(f"plextera-data: background polling stopped: {exc}", file=sys.stderr)
+
+
+def stop(batch: Batch) -> None:
+    """Stop background polling started by :func:`watch` (runs go on on the server)."""
+    task = getattr(batch, "_watch_task", None)
+    if task is not None and not task.done():
+        task.cancel()
+    scheduler = batch._poller
+    if isinstance(scheduler, Scheduler):
+        scheduler.cancel()
