@@ -131,6 +131,8 @@ class Batch:
         self._reporter: Any = None
         self._poller: Any = None
         self._by_key: dict[Any, RowState] | None = None
+        #: How rows map to requests (body, columns, files, sep), for resubmit.
+        self._plan_options: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ clients
 

@@ -5,7 +5,10 @@ row key, the request fingerprint, the run id, the status, the last error and req
 number of POST attempts and the times; per finished run it keeps the final run JSON, written
 once, so tables can be rebuilt offline and finished runs are never fetched again.
 
-Durability: WAL mode with ``synchronous=FULL``. A row is marked ``SUBMITTING`` (with the
+Durability: WAL mode with ``synchronous=NORMAL`` (each commit is in the operating system's hands
+at once, so a killed process loses nothing committed; only an OS crash or power cut can roll back
+the last commits, never corrupt the file: pass ``Journal(path, synchronous="FULL")`` to fsync
+every commit, at about 5 ms each, see docs/guide/journal.md). A row is marked ``SUBMITTING`` (with the
 ``X-Request-Id`` it will send) and committed *before* its POST leaves, and the run id is committed
 before the row counts as submitted; commits of starts that complete in the same event-loop tick
 are grouped into one (:meth:`Journal.flush`). So a process killed at any instant leaves either
@@ -189,7 +192,7 @@ class Journal:
     :meth:`commit_soon` schedules a commit without waiting; :meth:`commit` commits now.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous}")
