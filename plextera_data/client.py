@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import ipaddress
 import json as jsonlib
 import logging
@@ -290,8 +291,6 @@ def _file_part(name: str, value: Any) -> _FilePart:
 
 
 def _check_binary(content: Any, where: str) -> None:
-    import io
-
     if isinstance(content, io.TextIOBase):
         raise errors.InvalidInputError(f"{where} is opened in text mode; open it with 'rb'")
 
