@@ -130,48 +130,42 @@ class _Route:
     allowed: tuple[str, ...] = ()
 
 
+#: Endpoints as (path pattern, handler per method); ``*`` is one id segment.
+_ROUTES: list[tuple[tuple[str, ...], dict[str, str]]] = [
+    (("workflows", "*", "runs"), {"POST": "start"}),
+    (("workflow-runs",), {"GET": "list_runs"}),
+    (("workflow-runs", "*"), {"GET": "get_run"}),
+    (("files",), {"POST": "upload_file"}),
+    (("files", "*"), {"GET": "get_file"}),
+    (("files", "*", "download"), {"GET": "download_file"}),
+    (("event-subscriptions",), {"GET": "list_subscriptions", "POST": "create_subscription"}),
+    (("event-subscriptions", "*"), {"GET": "get_subscription", "DELETE": "delete_subscription"}),
+]
+#: The name of the id segment, per collection.
+_ID_NAMES = {
+    "workflows": "workflow_id",
+    "workflow-runs": "run_id",
+    "files": "file_id",
+    "event-subscriptions": "subscription_id",
+}
+
+
 def _route(method: str, segments: list[str]) -> _Route:
     """Match decoded path segments (after the API prefix) to an endpoint."""
-    table: list[tuple[tuple[str, ...], dict[str, str]]] = []
-    n = len(segments)
-    head = segments[0] if segments else ""
-    if any(s in ("", ".", "..") for s in segments) and not (n == 1 and head == ""):
+    if any(segment in ("", ".", "..") for segment in segments):
         return _Route("not_found")
-    if n == 3 and head == "workflows" and segments[2] == "runs":
-        table.append((("POST",), {"POST": "start"}))
-        params = {"workflow_id": segments[1]}
-    elif n == 1 and head == "workflow-runs":
-        table.append((("GET",), {"GET": "list_runs"}))
-        params = {}
-    elif n == 2 and head == "workflow-runs":
-        table.append((("GET",), {"GET": "get_run"}))
-        params = {"run_id": segments[1]}
-    elif n == 1 and head == "files":
-        table.append((("POST",), {"POST": "upload_file"}))
-        params = {}
-    elif n == 2 and head == "files":
-        table.append((("GET",), {"GET": "get_file"}))
-        params = {"file_id": segments[1]}
-    elif n == 3 and head == "files" and segments[2] == "download":
-        table.append((("GET",), {"GET": "download_file"}))
-        params = {"file_id": segments[1]}
-    elif n == 1 and head == "event-subscriptions":
-        table.append(
-            (("GET", "POST"), {"GET": "list_subscriptions", "POST": "create_subscription"})
-        )
-        params = {}
-    elif n == 2 and head == "event-subscriptions":
-        table.append(
-            (("GET", "DELETE"), {"GET": "get_subscription", "DELETE": "delete_subscription"})
-        )
-        params = {"subscription_id": segments[1]}
-    else:
-        return _Route("not_found")
-    allowed, kinds = table[0]
-    kind = kinds.get("GET" if method == "HEAD" else method)
-    if kind is None:
-        return _Route("method_not_allowed", params, allowed)
-    return _Route(kind, params, allowed)
+    for pattern, handlers in _ROUTES:
+        if len(pattern) != len(segments) or any(
+            want not in ("*", got) for want, got in zip(pattern, segments, strict=True)
+        ):
+            continue
+        ids = [got for want, got in zip(pattern, segments, strict=True) if want == "*"]
+        params = {_ID_NAMES[pattern[0]]: ids[0]} if ids else {}
+        kind = handlers.get("GET" if method == "HEAD" else method)
+        if kind is None:
+            return _Route("method_not_allowed", params, tuple(handlers))
+        return _Route(kind, params, tuple(handlers))
+    return _Route("not_found")
 
 
 def _split_path(raw_path: bytes) -> list[str] | None:
