@@ -32,7 +32,6 @@ import heapq
 import logging
 import random
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -187,14 +186,14 @@ class Scheduler:
         settings: PollSettings,
         reporter: ProgressReporter,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         report_every: float = 0.1,
     ) -> None:
         self.batch = batch
         self.settings = settings
         self.reporter = reporter
         self.model = DurationModel(settings.quantile)
-        self._clock = clock
+        self._clock = clock if clock is not None else asyncio.get_running_loop().time
         self._rng = random.Random(settings.seed)
         self._heap: list[tuple[float, int, int]] = []  # (due, sequence, row position)
         self._seq = 0
@@ -495,7 +494,7 @@ async def wait_async(
         reporter = open_progress(progress, total=len(batch.rows))
     scheduler = Scheduler(batch, settings, reporter)
     batch._poller = scheduler
-    started = time.monotonic()
+    started = asyncio.get_running_loop().time()
     deadline = None if timeout is None else started + timeout
     phase = "stopped"
     try:

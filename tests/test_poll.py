@@ -64,16 +64,22 @@ def spread(n: int, low: float = 0.5, high: float = 20.0, seed: int = 1) -> list[
     return [{"durationSeconds": round(rng.uniform(low, high), 2)} for _ in range(n)]
 
 
-def assert_all_accounted(batch: Batch, sim: Simulator) -> None:
+def assert_all_accounted(batch: Batch, sim: Simulator, *, exact: bool = True) -> None:
+    """Every row terminal, as the simulator says; the GETs it saw are the ones we counted
+    (``exact=False`` after a stop: a GET cancelled in flight may have reached the server)."""
     assert all(r.status in TERMINAL_STATUSES for r in batch.rows)
     assert all(r.finished_at is not None for r in batch.rows)
     for row in batch.rows:
         assert row.run_id is not None
         assert row.status == sim.run_model(row.run_id)["status"]
-        assert sim.stats.gets[row.run_id] == row.polls  # every GET the simulator saw was ours
+        if exact:
+            assert sim.stats.gets[row.run_id] == row.polls
+        else:
+            assert sim.stats.gets[row.run_id] >= row.polls
     assert sum(sim.stats.gets_after_terminal.values()) == 0
 
 
+@pytest.mark.slow
 def test_thousand_runs_all_terminal_none_polled_after_terminal(
     sim_server: tuple[Simulator, Any],
 ) -> None:
@@ -95,13 +101,13 @@ def test_faults_on_get_are_survived(sim_server: tuple[Simulator, Any]) -> None:
     sim, server = sim_server
     sim.set_faults(
         [
-            Fault(kind="rate_limit", method="GET", requests=set(range(50, 150)), retry_after=0.01),
+            Fault(kind="rate_limit", method="GET", requests=set(range(20, 60)), retry_after=0.01),
             Fault(kind="server_error", method="GET", rate=0.05, status=503),
             Fault(kind="drop", method="GET", rate=0.03),
             Fault(kind="malformed", method="GET", rate=0.03),
         ]
     )
-    batch = make_batch(sim, server, spread(300))
+    batch = make_batch(sim, server, spread(150))
     batch.wait(**FAST)
     assert_all_accounted(batch, sim)
     assert batch.pacer.rate_limited >= 1  # the storm paused the whole scheduler
@@ -160,7 +166,7 @@ def test_raise_on_failure_lists_failed_rows(sim_server: tuple[Simulator, Any]) -
 
 def test_watch_returns_at_once_in_a_running_loop(sim_server: tuple[Simulator, Any]) -> None:
     sim, server = sim_server
-    batch = make_batch(sim, server, spread(200))
+    batch = make_batch(sim, server, spread(100))
 
     async def notebook_cell() -> None:
         returned = batch.watch(**FAST)  # sync call inside a running loop, as in a notebook
@@ -168,7 +174,7 @@ def test_watch_returns_at_once_in_a_running_loop(sim_server: tuple[Simulator, An
         task = batch._watch_task  # type: ignore[attr-defined]
         assert not task.done()  # polling goes on in the background
         partial = batch.status  # partial results are readable meanwhile
-        assert len(partial) == 200
+        assert len(partial) == 100
         await task
 
     asyncio.run(notebook_cell())
@@ -180,22 +186,33 @@ def test_stop_cancels_background_polling() -> None:
     with sim.serve() as server:
         batch = make_batch(sim, server, spread(20))
 
+        real_get = batch.aclient.get_run
+        polled = asyncio.Event()
+
+        async def counting_get(run_id: str, **kw: Any) -> Any:
+            run = await real_get(run_id, **kw)
+            if sum(r.polls for r in batch.rows) >= 19:  # this answer makes 20
+                polled.set()
+            return run
+
+        batch.aclient.get_run = counting_get  # type: ignore[method-assign]
+
         async def cell() -> None:
             batch.watch(**FAST)
             task = batch._watch_task  # type: ignore[attr-defined]
-            while sim.stats.total_gets < 20:  # every run polled at least once
-                await asyncio.sleep(0.01)
+            await polled.wait()
             batch.stop()
             with pytest.raises(asyncio.CancelledError):
                 await task
 
         asyncio.run(cell())
         assert all(r.status == "PROCESSING" for r in batch.rows)
+        batch.aclient.get_run = real_get  # type: ignore[method-assign]
         gets = sim.stats.total_gets
         sim.clock.advance(30)
         batch.wait(**FAST)  # resumes where it stopped
         assert sim.stats.total_gets > gets
-        assert_all_accounted(batch, sim)
+        assert_all_accounted(batch, sim, exact=False)
 
 
 def test_interrupt_stops_cleanly_and_says_how_to_resume(
@@ -209,7 +226,7 @@ def test_interrupt_stops_cleanly_and_says_how_to_resume(
     async def interrupted_get(run_id: str, **kw: Any) -> Any:
         nonlocal calls
         calls += 1
-        if calls == 40:
+        if calls == 10:
             raise KeyboardInterrupt
         return await real_get(run_id, **kw)
 
