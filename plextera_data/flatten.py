@@ -234,7 +234,7 @@ class _Collector:
         self.leaf_count: list[int] = []
         self.paths: list[str] = []
         self.values: list[Any] = []
-        self._segments: dict[Any, str] = {}
+        self._paths: dict[tuple[str, Any], str] = {}
 
     # -- outputs ---------------------------------------------------------------------------
     def _walk(self, node: Any, prefix: str) -> None:
@@ -242,18 +242,15 @@ class _Collector:
         paths = self.paths
         values = self.values
         walk = self._walk
+        known = self._paths  # one str object per distinct path: repeated paths cost no memory
         if type(node) is dict:
-            segments = self._segments
             for key, value in node.items():
-                segment = segments.get(key)
-                if segment is None:
-                    segment = segments[key] = _key_segment(key)
-                if prefix:
-                    path = prefix + segment
-                elif segment[0] == ".":
-                    path = segment[1:]
-                else:
-                    path = segment
+                path = known.get((prefix, key))
+                if path is None:
+                    segment = _key_segment(key)
+                    if not prefix and segment[0] == ".":
+                        segment = segment[1:]
+                    path = known[(prefix, key)] = prefix + segment
                 kind = type(value)
                 if kind is dict:
                     if value:
@@ -272,7 +269,9 @@ class _Collector:
                     values.append(value)
         else:
             for index, value in enumerate(node):
-                path = f"{prefix}[{index}]"
+                path = known.get((prefix, index))
+                if path is None:
+                    path = known[(prefix, index)] = f"{prefix}[{index}]"
                 kind = type(value)
                 if kind is dict:
                     if value:
