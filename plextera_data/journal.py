@@ -8,7 +8,8 @@ once, so tables can be rebuilt offline and finished runs are never fetched again
 Durability: WAL mode with ``synchronous=NORMAL`` (each commit is in the operating system's hands
 at once, so a killed process loses nothing committed; only an OS crash or power cut can roll back
 the last commits, never corrupt the file: pass ``Journal(path, synchronous="FULL")`` to fsync
-every commit, at about 5 ms each, see docs/guide/journal.md). A row is marked ``SUBMITTING`` (with the
+every commit, at about 5 ms each, see docs/guide/journal.md).
+A row is marked ``SUBMITTING`` (with the
 ``X-Request-Id`` it will send) and committed *before* its POST leaves, and the run id is committed
 before the row counts as submitted; commits of starts that complete in the same event-loop tick
 are grouped into one (:meth:`Journal.flush`). So a process killed at any instant leaves either
