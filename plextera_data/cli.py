@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import threading
@@ -61,8 +62,16 @@ INPUT_FORMATS = {
 }
 
 
+# "... (POST /workflows/x/runs, request id pxd_...)": the same reason for every row, grouped.
+_REQUEST_SUFFIX = re.compile(r"\s*\((?:GET|POST) [^()]*\)$")
+
+
 class UsageError(Exception):
     """A bad argument or input file, reported as one line and exit code 2."""
+
+
+class APIUnavailable(Exception):
+    """The API cannot be used at all (wrong key, unreachable): exit code 3."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +106,7 @@ def read_input(path: str | Path, *, index_col: str | None = None) -> pd.DataFram
         elif kind == "parquet":
             frame = pd.read_parquet(source)
         else:
-            frame = pd.read_json(source, lines=True, dtype=False, convert_dates=False)
+            frame = pd.read_json(source, lines=True, dtype=False)
     except Exception as exc:  # pandas/pyarrow raise many types; the message is what matters
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"cannot read {str(source)!r} as {kind}: {reason}") from exc
@@ -181,6 +190,14 @@ def job_file_for(journal: Path) -> Path:
     return journal.with_suffix(".job.json")
 
 
+def _check_requests(spec: JobSpec) -> None:
+    """Read the input and map every row to its request, raising on the first bad one."""
+    from plextera_data.rows import plan_requests
+
+    frame = spec.load_frame()
+    plan_requests(frame, spec.workflow_id, columns=spec.columns, files=spec.files or None)
+
+
 def _check_columns(frame: pd.DataFrame, names: Sequence[str] | None, option: str) -> None:
     missing = [name for name in names or () if name not in frame.columns]
     if missing:
@@ -208,18 +225,50 @@ class Outcome:
         return dict(sorted(counts.items(), key=lambda item: (item[0] != "COMPLETED", item[0])))
 
     @property
+    def refused_by_api(self) -> bool:
+        """No row was accepted: the API refused every start (or could not be reached)."""
+        return all(row.status == "SUBMISSION_FAILED" for row in self.batch.rows)
+
+    @property
     def exit_code(self) -> int:
+        if self.refused_by_api:
+            return EXIT_API_ERROR
         every_row_completed = all(row.status == "COMPLETED" for row in self.batch.rows)
         return EXIT_OK if every_row_completed and not self.timed_out else EXIT_RUNS_NOT_COMPLETED
 
 
 def _make_client(base_url: str | None, api_key: str | None = None) -> Client:
+    """The client for a job, after one cheap request proving the key and the URL work.
+
+    A wrong key or an unreachable API fails here (exit code 3) instead of failing every row.
+    The check lists one recent run; an answer other than 401 (say 403 for a key that may start
+    runs but not list them) lets the job go on.
+    """
     import os
 
     from plextera_data.client import API_KEY_ENV, Client
+    from plextera_data.retry import RetryPolicy
 
     if api_key is None and not os.environ.get(API_KEY_ENV):
         raise errors.MissingAPIKeyError(API_KEY_ENV)
+    check = Client(
+        api_key=api_key, base_url=base_url, retry=RetryPolicy(max_retries=2, initial_backoff=0.25)
+    )
+    try:
+        check.list_runs(size=1)
+    except errors.AuthenticationError as exc:
+        raise APIUnavailable(
+            f"the API at {check.base_url} refused the key: {exc}. Check PLEXTERA_API_KEY"
+        ) from exc
+    except errors.APIConnectionError as exc:
+        raise APIUnavailable(
+            f"cannot reach the API at {check.base_url}: {exc}. "
+            "Check --base-url / PLEXTERA_BASE_URL and the network"
+        ) from exc
+    except errors.APIError:
+        pass
+    finally:
+        check.close()
     return Client(api_key=api_key, base_url=base_url)
 
 
@@ -337,7 +386,8 @@ def _failure_reasons(outcome: Outcome) -> list[tuple[tuple[str, str], int]]:
         run = row.run
         if run is not None and run.error is not None:
             reason = run.error.message or run.error.code
-        key = (row.status, (reason or "no error message").splitlines()[0])
+        reason = _REQUEST_SUFFIX.sub("", (reason or "no error message").splitlines()[0])
+        key = (row.status, reason)
         counts[key] = counts.get(key, 0) + 1
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
@@ -387,7 +437,7 @@ def _command_run(args: argparse.Namespace, stdout: IO[str]) -> int:
     journal = Path(args.journal) if args.journal else out / DEFAULT_JOURNAL_NAME
     if not args.workflow.strip():
         raise UsageError("WORKFLOW is empty: give the workflow's id, such as 'incoming-claim'")
-    spec.load_frame()  # bad input fails before anything is created or sent
+    _check_requests(spec)  # bad input fails before anything is created or sent
     spec.input = str(Path(args.input).resolve())  # recorded for `resume`, from any folder
     client = _make_client(args.base_url)
     with _interrupt_note(journal, out):
@@ -484,7 +534,7 @@ class _interrupt_note:
         return None
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is KeyboardInterrupt:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             sys.stderr.write(
                 f"\n{PROG}: interrupted. The journal {self.journal} keeps every accepted run; "
                 f"continue with: {PROG} resume {self.journal} --out {self.out}\n"
@@ -676,7 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    except errors.MissingAPIKeyError as exc:
+    except (errors.MissingAPIKeyError, APIUnavailable) as exc:
         _error(str(exc))
         return EXIT_API_ERROR
     except (errors.InvalidInputError, errors.JournalError, errors.ConfigurationError) as exc:
