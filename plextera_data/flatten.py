@@ -19,6 +19,7 @@ number) has the path ``""``. :func:`parse_path` turns a path back into its keys 
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import types
@@ -667,6 +668,14 @@ def flatten(
 
         def fetch(run_id: str) -> Mapping[str, Any]:
             fetched = client.get_run(run_id)
+            if inspect.isawaitable(fetched):
+                close = getattr(fetched, "close", None)
+                if callable(close):
+                    close()
+                raise TypeError(
+                    "expand_nested=True fetches with a synchronous client: pass px.Client(), "
+                    "not px.AsyncClient()"
+                )
             raw = getattr(fetched, "raw", fetched)
             return raw if isinstance(raw, Mapping) else {}
 

@@ -437,6 +437,17 @@ def test_expand_nested_needs_a_client() -> None:
         flatten([VENDOR_COMPLETED], expand_nested=True)
 
 
+class _AsyncFakeClient:
+    async def get_run(self, run_id: str) -> px.Run:
+        return px.Run.from_dict({"id": run_id})
+
+
+def test_expand_nested_says_so_when_given_an_async_client() -> None:
+    root = _run("r1", [_step("s1", None, nested=[{"id": "c1", "status": "COMPLETED"}])])
+    with pytest.raises(TypeError, match=r"px\.Client\(\)"):
+        flatten([root], expand_nested=True, client=_AsyncFakeClient())
+
+
 # -- row keys and batches -----------------------------------------------------------------------
 
 
