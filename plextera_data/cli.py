@@ -225,6 +225,12 @@ class Outcome:
         return dict(sorted(counts.items(), key=lambda item: (item[0] != "COMPLETED", item[0])))
 
     @property
+    def unfinished(self) -> int:
+        """Rows that ``resume`` can still move on: not sent yet, or with a run still going."""
+        done = {"COMPLETED", "FAILED", "CLOSED", "SUBMISSION_FAILED", "SUBMISSION_UNCERTAIN"}
+        return sum(1 for row in self.batch.rows if row.status not in done)
+
+    @property
     def refused_by_api(self) -> bool:
         """No row was accepted: the API refused every start (or could not be reached)."""
         return all(row.status == "SUBMISSION_FAILED" for row in self.batch.rows)
@@ -373,7 +379,7 @@ def print_summary(outcome: Outcome, out: Path, stream: IO[str]) -> None:
         write(f"  {path.name:<18}{rows:>7} rows\n")
     if outcome.journal is not None:
         write(f"  journal: {outcome.journal}\n")
-        if outcome.exit_code != EXIT_OK:
+        if outcome.unfinished:
             write(f"  continue with: {PROG} resume {outcome.journal} --out {out}\n")
 
 

@@ -118,7 +118,7 @@ def run_demo(
             f"plextera-data demo: {_count_rows(spec)} insurance claims through the "
             f"{workflow_id!r} workflow\n"
             f"  the embedded simulator is serving the API at {server.base_url}\n"
-            f"  (seed {seed}, {speed:g} simulated seconds per second; no key, no network)\n\n"
+            f"  (seed {seed}, {speed:g} simulated seconds per second; no key, no network)\n"
         )
         stdout.flush()
         client = _make_client(server.base_url, api_key=server.api_key)
@@ -175,4 +175,5 @@ def _print_peek(outcome: Outcome, stdout: IO[str]) -> None:
     peek.insert(0, "status", statuses.reindex(peek.index).to_numpy())
     peek.index.name = "claim"
     stdout.write("\nA peek at the outputs (first completed claims)\n")
-    stdout.write("  " + peek.to_string().replace("\n", "\n  ") + "\n")
+    text = peek.to_string(float_format=lambda value: f"{value:,.2f}")
+    stdout.write("  " + text.replace("\n", "\n  ") + "\n")

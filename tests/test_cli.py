@@ -178,7 +178,7 @@ def test_failed_runs_exit_1_and_the_summary_says_why(
     assert "FAILED" in stdout
     assert "The document could not be processed by Document Insights." in stdout
     assert "Client endpoint rejected the request." in stdout
-    assert "continue with: plextera-data resume" in stdout
+    assert "continue with" not in stdout  # failed runs are final: nothing to resume
     assert simulator.stats.total_posts == 10
 
 
