@@ -146,7 +146,7 @@ def same_leaf(left: tuple[Any, ...], right: tuple[Any, ...]) -> bool:
     return left[2] == right[2]
 
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
@@ -203,7 +203,7 @@ def test_links_rebuild_the_tree(runs: list[dict[str, Any]]) -> None:
         assert step.nested_run_count >= step.nested_runs_seen
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(run_forests(), st.sampled_from(["int", "str", "none"]))
 def test_parquet_round_trip_and_duckdb(runs: list[dict[str, Any]], key_kind: str) -> None:
     keys: dict[str, Any] | None = None
