@@ -80,7 +80,7 @@ def run_payload(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 @dataclass(frozen=True)
 class RunError:
-    """A run's failure details (``error`` on a FAILED run): a processing failure, not an HTTP one."""
+    """A failed run's ``error``: a processing failure, not an HTTP error."""
 
     code: str | None
     message: str | None
