@@ -1,0 +1,92 @@
+"""The SQLite journal: key round trips, schema version, grouped commits, no secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from plextera_data.errors import JournalError
+from plextera_data.journal import SCHEMA_VERSION, Journal, decode_key, encode_key
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        0,
+        -7,
+        1.5,
+        "row-1",
+        "ü文",
+        True,
+        None,
+        pd.Timestamp("2024-01-15 09:30", tz="UTC"),
+        dt.date(2024, 1, 15),
+        pd.Timedelta(seconds=3),
+        ("a", 1),
+        float("nan"),
+    ],
+)
+def test_row_keys_round_trip(key: object) -> None:
+    back = decode_key(encode_key(key))
+    if isinstance(key, float) and key != key:
+        assert back != back
+    else:
+        assert back == key
+        assert type(back) is type(key)
+
+
+def test_schema_version_and_newer_files_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    Journal(path).close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(JournalError, match="newer plextera-data"):
+        Journal(path)
+
+
+def test_not_a_database_is_a_journal_error(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(JournalError, match="Cannot use"):
+        Journal(path)
+
+
+def test_writers_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.db")
+    batch_id = journal.create_batch("wf", {}, None)
+    keys = [encode_key(i) for i in range(20)]
+    journal.add_rows(batch_id, ((k, i, i, "f", "NOT_SUBMITTED") for i, k in enumerate(keys)))
+    before = journal.commits
+
+    async def writer(key: str) -> None:
+        journal.save_row(
+            batch_id,
+            key,
+            fingerprint="f",
+            run_id="r" + key,
+            status="PROCESSING",
+            error=None,
+            request_id=None,
+            attempts=1,
+            submitted_at=None,
+            finished_at=None,
+        )
+        await journal.flush()
+
+    async def main() -> None:
+        await asyncio.gather(*(writer(k) for k in keys))
+
+    asyncio.run(main())
+    assert journal.commits == before + 1
+    journal.close()
+    loaded = Journal(tmp_path / "j.db").load()
+    assert loaded is not None
+    assert [r.status for r in loaded.rows] == ["PROCESSING"] * 20
+    assert [r.key for r in loaded.rows] == list(range(20))
