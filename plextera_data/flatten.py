@@ -691,7 +691,7 @@ def flatten(
             parent_id=None,
             parent_step_id=None,
             depth=0,
-            row_key=keys.get(run_id) if run_id is not None else None,
+            row_key=keys.get(run_id) if isinstance(run_id, (str, int)) else None,
         )
     return collector.tables()
 
