@@ -7,24 +7,22 @@
     tables = batch.tables()          # runs, steps, outputs
     tables.to_parquet("out/")
 
-The public names are imported lazily, so ``import plextera_data`` stays fast and does not pull in
-pandas or httpx until they are needed.
+Every public name is re-exported here; each concern lives in the module named after it.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 from plextera_data import errors
 from plextera_data._version import __version__
+from plextera_data.batch import Batch
+from plextera_data.client import AsyncClient, Client
+from plextera_data.flatten import Tables, flatten
 from plextera_data.models import TERMINAL_STATUSES, Run, RunError, Step
 
-if TYPE_CHECKING:
-    from plextera_data.batch import Batch
-    from plextera_data.client import AsyncClient, Client
-    from plextera_data.flatten import Tables, flatten
-    from plextera_data.submit import resume, submit
+# Imported last and bound explicitly: importing a submodule sets the package attribute of the same
+# name to the module, and these two functions share their modules' names.
+from plextera_data.submit import resume, submit  # isort: skip
+from plextera_data.flatten import flatten  # isort: skip  # noqa: F811
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -41,26 +39,3 @@ __all__ = [
     "resume",
     "submit",
 ]
-
-_LAZY = {
-    "AsyncClient": "plextera_data.client",
-    "Client": "plextera_data.client",
-    "Batch": "plextera_data.batch",
-    "Tables": "plextera_data.flatten",
-    "flatten": "plextera_data.flatten",
-    "resume": "plextera_data.submit",
-    "submit": "plextera_data.submit",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'plextera_data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)

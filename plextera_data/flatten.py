@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
-import types
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -694,28 +692,6 @@ def flatten(
             row_key=keys.get(run_id) if isinstance(run_id, (str, int)) else None,
         )
     return collector.tables()
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`flatten`.
-
-    Importing ``plextera_data.flatten`` makes Python set the package attribute ``flatten`` to this
-    module, over the function of the same name; calling the module keeps ``px.flatten(runs)``
-    working whichever of the two a user holds.
-    """
-
-    def __call__(
-        self,
-        runs: Any,
-        *,
-        row_keys: Mapping[str, Any] | None = None,
-        expand_nested: bool = False,
-        client: Any = None,
-    ) -> Tables:
-        return flatten(runs, row_keys=row_keys, expand_nested=expand_nested, client=client)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 
 # -- wide outputs and results ---------------------------------------------------------------

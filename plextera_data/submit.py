@@ -29,10 +29,8 @@ import hashlib
 import logging
 import os
 import signal
-import sys
 import threading
 import time
-import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -732,18 +730,3 @@ async def resubmit_rows(
             batch.changed_rows.remove(row.key)
     if targets:
         await send_rows(batch, targets, reporter=NullReporter())
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`submit`.
-
-    Importing ``plextera_data.submit`` makes Python set the package attribute ``submit`` to this
-    module, over the function of the same name; calling the module keeps ``px.submit(df, ...)``
-    working whichever of the two a user holds.
-    """
-
-    def __call__(self, frame: pd.DataFrame, workflow_id: str, **kwargs: Any) -> Batch:
-        return submit(frame, workflow_id, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
