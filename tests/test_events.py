@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from vendor_examples import VENDOR_FAILED_EVENT
 
 from plextera_data.errors import PlexteraError
 from plextera_data.events import (
@@ -24,36 +25,7 @@ from plextera_data.simulator import Simulator
 SECRET = "whsec_test_secret"
 T = 1_775_556_750  # 2026-04-07T10:12:30Z, the vendor's failed-event time
 
-FAILED_EXAMPLE = {  # the vendor's workflow.run.failed example, values exact (one step kept)
-    "eventId": "evt_01JY7MWFFAIL00000000001",
-    "eventType": "workflow.run.failed",
-    "occurredAt": "2026-04-07T10:12:30Z",
-    "apiVersion": "v1",
-    "data": {
-        "runId": "69d224901610662a576cd7e6",
-        "workflowId": "daily-correspondence-loader",
-        "status": "FAILED",
-        "createdAt": "2026-04-07T10:10:00Z",
-        "updatedAt": "2026-04-07T10:12:30Z",
-        "completedAt": "2026-04-07T10:12:30Z",
-        "workflow": {"id": "daily-correspondence-loader", "name": "Daily Correspondence Loader"},
-        "progress": {"stepsCompleted": 1, "stepsTotal": 3},
-        "steps": [
-            {
-                "id": "step_02",
-                "name": "Route Result",
-                "type": "web_function",
-                "status": "FAILED",
-                "message": "Client endpoint rejected the request.",
-                "nestedRuns": {"count": 0, "data": []},
-            }
-        ],
-        "error": {
-            "code": "WORKFLOW_RUN_FAILED",
-            "message": "Client endpoint rejected the request.",
-        },
-    },
-}
+FAILED_EXAMPLE = VENDOR_FAILED_EVENT  # the vendor's workflow.run.failed example, exact
 
 
 def test_sign_matches_the_documented_scheme() -> None:
