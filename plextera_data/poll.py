@@ -62,13 +62,13 @@ class PollSettings:
     ``max_in_flight`` and ``max_per_second`` set the batch's pacer (``None``: leave it as is).
     """
 
-    min_interval: float = 1.0
+    min_interval: float = 2.0
     max_interval: float = 30.0
-    backoff: float = 1.5
+    backoff: float = 2.0
     jitter: float = 0.1
     overdue_interval: float = 0.5
     finish_margin: float = 0.1
-    quantile: float = 0.5
+    quantile: float = 0.35
     slow_after_failures: int = 5
     slow_interval: float = 60.0
     max_retry_after: float = 60.0
@@ -202,6 +202,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._fatal: BaseException | None = None
+        self._stopped = False
         self._main: asyncio.Task[Any] | None = None
         self._report_every = report_every
         self._last_report = float("-inf")
@@ -383,6 +384,8 @@ class Scheduler:
         next_scan = self._clock() + 0.1
         try:
             while True:
+                if self._stopped:
+                    raise asyncio.CancelledError
                 if self._fatal is not None:
                     raise self._fatal
                 now = self._clock()
@@ -415,14 +418,22 @@ class Scheduler:
                     target = min(target, deadline)
                 if submitting:
                     target = min(target, next_scan)
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), max(0.0, target - now))
+                await self._idle(max(0.0, target - now))
         except BaseException:
             await self.shutdown(cancel=True)
             raise
         finally:
             await self.shutdown(cancel=False)
+
+    async def _idle(self, seconds: float) -> None:
+        """Sleep ``seconds`` or until woken. Not ``asyncio.wait_for``: on Python 3.11 it can
+        swallow a cancellation that arrives as the wait ends, and ``stop()`` would be lost."""
+        self._wakeup.clear()
+        handle = asyncio.get_running_loop().call_later(seconds, self._wakeup.set)
+        try:
+            await self._wakeup.wait()
+        finally:
+            handle.cancel()
 
     async def shutdown(self, *, cancel: bool = True) -> None:
         """Cancel (or, with ``cancel=False``, let finish) the polls in flight; either way every
@@ -435,7 +446,9 @@ class Scheduler:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def cancel(self) -> None:
-        """Stop from outside the loop's coroutine (an interrupt): cancel everything."""
+        """Stop from outside the loop's coroutine (``stop()``, an interrupt): cancel everything.
+        The flag makes the main loop end even if a cancellation were swallowed on the way."""
+        self._stopped = True
         for task in list(self._tasks):
             task.cancel()
         if self._main is not None and not self._main.done():
