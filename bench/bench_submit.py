@@ -1,9 +1,10 @@
 """Submission throughput: px.submit (journal on) against a minimal hand-written httpx loop.
 
-    python bench/bench_submit.py [rows] [concurrency]
+    python bench/bench_submit.py [rows] [concurrency] [rounds]
 
 Both send the same rows as JSON starts to one simulator served in a separate process
-(bench/serve_simulator.py), with the same concurrency, in the same run, alternating twice.
+(bench/serve_simulator.py), with the same concurrency, in the same run: one small warm-up each,
+then `rounds` rounds (default 3) alternating which goes first; medians reported.
 Reported: rows/s, wall time, client CPU per row (time.process_time), and the ratio of wall times.
 """
 
@@ -53,7 +54,7 @@ async def hand_written(base_url: str, key: str, frame: pd.DataFrame, concurrency
         assert len(run_ids) == len(bodies)
 
 
-def measure(label: str, action: Callable[[], object]) -> tuple[float, float]:
+def measure(action: Callable[[], object]) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     action()
     return time.perf_counter() - wall, time.process_time() - cpu
@@ -62,6 +63,7 @@ def measure(label: str, action: Callable[[], object]) -> tuple[float, float]:
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     concurrency = int(sys.argv[2]) if len(sys.argv) > 2 else 16
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     server = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("serve_simulator.py"))],
         stdout=subprocess.PIPE,
@@ -73,33 +75,38 @@ def main() -> None:
         client = px.Client(api_key=key, base_url=base_url)
         results: dict[str, list[tuple[float, float]]] = {"httpx loop": [], "px.submit": []}
         with tempfile.TemporaryDirectory() as tmp:
-            for round_ in range(2):
-                frame = the_frame(rows, f"h{round_}")
-                results["httpx loop"].append(
-                    measure(
-                        "httpx",
-                        lambda f=frame: asyncio.run(hand_written(base_url, key, f, concurrency)),
-                    )
+
+            def loop(tag: str, n: int) -> Callable[[], object]:
+                frame = the_frame(n, tag)
+                return lambda: asyncio.run(hand_written(base_url, key, frame, concurrency))
+
+            def library(tag: str, n: int) -> Callable[[], object]:
+                frame = the_frame(n, tag)
+                journal = Path(tmp) / f"{tag}.db"
+                return lambda: px.submit(
+                    frame,
+                    "echo",
+                    client=client,
+                    journal=journal,
+                    progress=False,
+                    concurrency=concurrency,
                 )
-                frame = the_frame(rows, f"p{round_}")
-                journal = Path(tmp) / f"bench{round_}.db"
-                results["px.submit"].append(
-                    measure(
-                        "px",
-                        lambda f=frame, j=journal: px.submit(
-                            f,
-                            "echo",
-                            client=client,
-                            journal=j,
-                            progress=False,
-                            concurrency=concurrency,
-                        ),
-                    )
-                )
+
+            # One small unmeasured round each: connections, first-call imports, caches.
+            measure(loop("warm-h", 200))
+            measure(library("warm-p", 200))
+            for round_ in range(rounds):
+                contenders = [("httpx loop", loop), ("px.submit", library)]
+                if round_ % 2:
+                    contenders.reverse()  # neither always goes first
+                for label, make in contenders:
+                    wall, cpu = measure(make(f"{label[:2]}{round_}", rows))
+                    results[label].append((wall, cpu))
+                    print(f"round {round_ + 1} {label:12} {wall:7.2f} s", flush=True)
     finally:
         server.terminate()
         server.wait()
-    print(f"{rows} rows, concurrency {concurrency}, simulator in a separate process")
+    print(f"{rows} rows, concurrency {concurrency}, {rounds} rounds, simulator in its own process")
     print(f"{'':12} {'wall s':>8} {'rows/s':>8} {'CPU us/row':>11}")
     medians = {}
     for label, runs in results.items():
