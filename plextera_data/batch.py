@@ -18,7 +18,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -133,6 +133,26 @@ class Batch:
         self._by_key: dict[Any, RowState] | None = None
         #: How rows map to requests (body, columns, files, sep), for resubmit.
         self._plan_options: dict[str, Any] = {}
+        #: Client clock minus the API's clock, in seconds (``None``: not measured yet).
+        self.clock_offset: float | None = None
+
+    # ------------------------------------------------------------------ clocks
+
+    def note_server_time(self, server_time: datetime | None, received_at: datetime) -> None:
+        """Learn the API's clock from a timestamp it set just before answering (a new run's
+        ``createdAt``). The smallest ``received_at - server_time`` seen is the skew plus the
+        fastest answer's latency, so the estimate only gets better."""
+        if server_time is None:
+            return
+        sample = (received_at - server_time).total_seconds()
+        if self.clock_offset is None or sample < self.clock_offset:
+            self.clock_offset = sample
+
+    def server_now(self) -> datetime:
+        """The API's current time as estimated from this client's clock (see
+        :meth:`note_server_time`); the client's clock until a start has been answered."""
+        now = datetime.now(UTC)
+        return now - timedelta(seconds=self.clock_offset) if self.clock_offset else now
 
     # ------------------------------------------------------------------ clients
 

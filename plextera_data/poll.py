@@ -12,11 +12,11 @@ client's clock, for a sped-up simulator):
   That fraction is learned from the runs of this batch that already finished (the batch is many
   runs of one workflow), and is ``k / n`` until three have.
 * **From the batch.** Before any step ends, the durations of finished runs are the prior: the
-  next poll goes at the median of the finished durations still longer than this run's elapsed
-  time.
-* **Without either**, the interval starts at ``min_interval`` and grows by ``backoff`` (x1.5) up
-  to ``max_interval``. A run past its predicted end is polled at a short interval that grows
-  again (``overdue_interval``, x1.5). Every interval gets a little jitter.
+  next poll goes at the ``quantile`` (35th percentile by default) of the finished durations
+  still longer than this run's elapsed time.
+* **Without either**, the interval starts at ``min_interval`` (2 s) and grows by ``backoff`` (x2)
+  up to ``max_interval`` (30 s). A run past its predicted end is polled at a short interval that
+  grows again (``overdue_interval``, 0.5 s, x2). Every interval gets a little jitter.
 * A terminal run is never polled again. A 429 pauses every request of the batch for its
   ``Retry-After`` (the pacer), then the batch goes on slower and recovers gradually. 5xx, timeouts,
   dropped connections and malformed answers are retried with backoff; after
@@ -34,7 +34,6 @@ import random
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from plextera_data import errors
@@ -242,7 +241,7 @@ class Scheduler:
             self._plans[row.position] = plan
             age = 0.0
             if row.submitted_at is not None:
-                age = (datetime.now(UTC) - row.submitted_at).total_seconds()
+                age = (self.batch.server_now() - row.submitted_at).total_seconds()
                 age = max(0.0, age / self.settings.time_scale)
             first = self.model.predict_end(plan, row.run or Run(id=row.run_id, status=None), age)
             delay = (first - age + self.settings.finish_margin) if first else plan.interval - age
@@ -262,13 +261,16 @@ class Scheduler:
     # ------------------------------------------------------------------ next poll
 
     def _elapsed(self, row: RowState, run: Run) -> float:
-        """Run seconds since the run started (its own ``durationMs`` if it reports one)."""
+        """Run seconds since the run started: its own ``durationMs`` if it reports one, else
+        the API's clock as estimated by the batch (a skewed client clock would otherwise make
+        runs look overdue, or not due for a long while)."""
         if run.duration_ms is not None and run.started_at is not None:
             return run.duration_ms / 1000.0
         start = run.started_at or run.created_at or row.submitted_at
         if start is None:
             return 0.0
-        return max(0.0, (datetime.now(UTC) - start).total_seconds()) / self.settings.time_scale
+        since = (self.batch.server_now() - start).total_seconds()
+        return max(0.0, since) / self.settings.time_scale
 
     def next_delay(self, row: RowState, plan: _RowPlan, run: Run) -> float:
         """Run seconds until ``run`` (not terminal) should be polled again."""

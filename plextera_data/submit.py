@@ -346,9 +346,11 @@ async def _send_one(batch: Batch, row: RowState, request: RowRequest) -> None:
                 )
                 _save_soon(batch, row)
                 return
+            received_at = datetime.now(UTC)
+            batch.note_server_time(run.created_at, received_at)
             row.run_id = run.id
             row.run = run
-            row.submitted_at = run.created_at or datetime.now(UTC)
+            row.submitted_at = run.created_at or received_at
             batch.set_status(row, run.status or "PROCESSING")
             batch.save(row)
             accepted = True

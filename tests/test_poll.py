@@ -1,5 +1,6 @@
 """The batch poller against the served simulator: every run ends terminal, none is polled after
-it is terminal, faults are survived, timeout and resume, watch() in a running loop, interrupts.
+it is terminal, faults are survived, timeout and resume, watch() in a running loop, interrupts;
+and, offline, when the scheduler polls a run next (backoff, predictions, a skewed client clock).
 
 Simulated time runs 100x faster and the scheduler's intervals are scaled to match
 (``time_scale``), so these tests take seconds; they assert outcomes and counts, never durations.
@@ -8,6 +9,7 @@ Simulated time runs 100x faster and the scheduler's intervals are scaled to matc
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from plextera_data.batch import Batch, RowState
 from plextera_data.client import Client
 from plextera_data.models import TERMINAL_STATUSES
 from plextera_data.pacing import Pacer
+from plextera_data.poll import _RowPlan
 from plextera_data.progress import WidgetReporter
 from plextera_data.simulator import Fault, Simulator
 
@@ -273,3 +276,157 @@ def test_unknown_polling_option_is_named() -> None:
     with pytest.raises(TypeError, match="max_intervl"):
         PollSettings.from_limits({"max_intervl": 3})
     assert PollSettings.from_limits({"max_interval": 3}).max_interval == 3
+
+
+# --------------------------------------------------------------------------- when to poll next
+
+
+def offline_scheduler(n_rows: int = 1, **settings: Any) -> tuple[Any, Batch]:
+    """A scheduler over a batch of ``n_rows`` running rows, with no server and no jitter."""
+    from plextera_data.poll import PollSettings, Scheduler
+    from plextera_data.progress import NullReporter
+
+    rows = [
+        RowState(key=i, position=i, fingerprint=str(i), run_id=f"run-{i}", status="PROCESSING")
+        for i in range(n_rows)
+    ]
+    client = Client(api_key="k", base_url="http://127.0.0.1:9")
+    batch = Batch("wf", client, rows, pd.RangeIndex(n_rows), pacer=Pacer())
+    scheduler = Scheduler(
+        batch, PollSettings(jitter=0.0, **settings), NullReporter(), clock=lambda: 0.0
+    )
+    return scheduler, batch
+
+
+def running(started_ago: float, *, k: int = 0, n: int = 1, step_ended_at: float = 0.0) -> Any:
+    """A running run as the API would describe it, started ``started_ago`` seconds ago (by the
+    client's clock), ``k`` of ``n`` steps done, the last one ending ``step_ended_at`` s in."""
+    from datetime import timedelta
+
+    from plextera_data.models import Run
+
+    start = datetime.now(UTC) - timedelta(seconds=started_ago)
+    return Run(
+        id="run-0",
+        status="PROCESSING",
+        created_at=start,
+        started_at=start,
+        updated_at=start + timedelta(seconds=step_ended_at) if k else start,
+        steps_completed=k,
+        steps_total=n,
+    )
+
+
+def finished(seconds: float, boundaries: dict[int, float] | None = None) -> tuple[Any, Any]:
+    from datetime import timedelta
+
+    from plextera_data.models import Run
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    run = Run(
+        id="done",
+        status="COMPLETED",
+        started_at=start,
+        completed_at=start + timedelta(seconds=seconds),
+    )
+    return _RowPlan(interval=2.0, boundaries=dict(boundaries or {})), run
+
+
+def test_without_history_the_interval_backs_off_to_the_cap() -> None:
+    scheduler, batch = offline_scheduler(min_interval=2.0, backoff=2.0, max_interval=30.0)
+    row = batch.rows[0]
+    plan = _RowPlan(2.0)
+    delays = [scheduler.next_delay(row, plan, running(1.0)) for _ in range(6)]
+    assert delays == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+def test_finished_runs_predict_the_next_poll() -> None:
+    scheduler, batch = offline_scheduler(quantile=0.5, finish_margin=0.1)
+    for seconds in (10.0, 12.0, 14.0, 30.0):
+        scheduler.model.learn(*finished(seconds))
+    plan = _RowPlan(2.0)
+    # 11 s in: the finished runs still longer are 12, 14 and 30 s; their median is 14 s.
+    delay = scheduler.next_delay(batch.rows[0], plan, running(11.0))
+    assert delay == pytest.approx(14.0 - 11.0 + 0.1, abs=0.5)
+    # Longer than any finished run: overdue, polled at a short interval that grows.
+    overdue = [scheduler.next_delay(batch.rows[0], plan, running(45.0)) for _ in range(3)]
+    assert overdue == [0.5, 1.0, 2.0]
+
+
+def test_a_step_boundary_predicts_the_end_from_the_steps_share() -> None:
+    scheduler, batch = offline_scheduler(finish_margin=0.0)
+    plan = _RowPlan(2.0)
+    row = batch.rows[0]
+    # Nothing learned yet: 1 of 4 steps took 5 s, so the run should end at 20 s.
+    delay = scheduler.next_delay(row, plan, running(6.0, k=1, n=4, step_ended_at=5.0))
+    assert plan.boundaries == {1: pytest.approx(5.0)}
+    assert delay == pytest.approx(20.0 - 6.0, abs=0.5)
+    # Finished runs of the batch spent half their time in step 1: the end moves to 10 s.
+    for seconds in (10.0, 20.0, 30.0):
+        scheduler.model.learn(*finished(seconds, {1: seconds / 2}))
+    plan = _RowPlan(2.0)
+    delay = scheduler.next_delay(row, plan, running(6.0, k=1, n=4, step_ended_at=5.0))
+    assert delay == pytest.approx(10.0 - 6.0, abs=0.5)
+
+
+def test_elapsed_time_follows_the_api_clock_not_a_skewed_client_clock() -> None:
+    from datetime import timedelta
+
+    scheduler, batch = offline_scheduler()
+    row = batch.rows[0]
+    run = running(5.0)  # by the API's clock, started 5 s ago
+    assert scheduler._elapsed(row, run) == pytest.approx(5.0, abs=2.0)
+    # The client's clock is 10 minutes ahead of the API's: a new run's createdAt reads 600 s
+    # before the moment its answer arrives, and a run started 5 s ago reads 605 s ago.
+    ahead = timedelta(seconds=600)
+    skewed = running(605.0)
+    assert scheduler._elapsed(row, skewed) == pytest.approx(605.0, abs=2.0)
+    batch.note_server_time(datetime.now(UTC) - ahead, received_at=datetime.now(UTC))
+    assert batch.clock_offset == pytest.approx(600.0, abs=2.0)
+    # A slower answer (more latency) never makes the estimate worse.
+    batch.note_server_time(datetime.now(UTC) - ahead, received_at=datetime.now(UTC) + ahead)
+    assert batch.clock_offset == pytest.approx(600.0, abs=2.0)
+    assert scheduler._elapsed(row, skewed) == pytest.approx(5.0, abs=2.0)
+
+
+def test_polling_writes_status_changes_and_each_final_run_once(tmp_path: Any) -> None:
+    import sqlite3
+
+    import plextera_data as px
+
+    sim = Simulator(seed=3, speed=None)  # a manual clock
+    with sim.serve() as server:
+        client = Client(api_key=sim.api_key, base_url=server.base_url)
+        seconds = [1.0, 2.0, 50.0, 60.0]
+        frame = pd.DataFrame({"durationSeconds": seconds}, index=["a", "b", "c", "d"])
+        journal = tmp_path / "poll.db"
+        batch = px.submit(
+            frame, "variable-duration", client=client, journal=journal, progress=False
+        )
+        sim.clock.advance(10)  # a and b end; c and d still run
+        with pytest.raises(errors.BatchTimeoutError):
+            batch.wait(timeout=0.5, **FAST)
+
+        def on_disk() -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+            with sqlite3.connect(journal) as db:
+                statuses = dict(db.execute("SELECT run_id, status FROM rows"))
+                query = "SELECT run_id, final_json, recorded_at FROM runs"
+                finals = {r: (j, t) for r, j, t in db.execute(query)}
+            return statuses, finals
+
+        statuses, finals = on_disk()
+        assert statuses == {r.run_id: r.status for r in batch.rows}
+        assert sorted(statuses.values()) == ["COMPLETED", "COMPLETED", "PROCESSING", "PROCESSING"]
+        ended = {r.run_id for r in batch.rows[:2]}
+        assert set(finals) == ended
+        for run_id in ended:
+            assert json.loads(finals[run_id][0]) == sim.run_model(run_id)
+
+        sim.clock.advance(60)
+        batch.wait(**FAST)
+        statuses, finals_after = on_disk()
+        assert set(statuses.values()) == {"COMPLETED"}
+        assert set(finals_after) == {r.run_id for r in batch.rows}
+        for run_id in ended:  # stored once: the first record is untouched
+            assert finals_after[run_id] == finals[run_id]
+        assert_all_accounted(batch, sim)
