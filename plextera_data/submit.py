@@ -352,10 +352,10 @@ async def _send_one(batch: Batch, row: RowState, request: RowRequest) -> None:
             row.run = run
             row.submitted_at = run.created_at or received_at
             batch.set_status(row, run.status or "PROCESSING")
-            batch.save(row)
             accepted = True
-            if journal is not None:
-                await journal.flush()  # the run id is on disk before the row counts
+            # Committed at the loop's next turn, before any other callback (user code in a
+            # notebook included) can read the row; the worker need not wait for it.
+            _save_soon(batch, row)
             return
         except asyncio.CancelledError:
             if accepted:
