@@ -647,3 +647,147 @@ def test_running_clock_and_server_attributes() -> None:
         assert server.api_key == sim.api_key
         assert server.stats is sim.stats
     assert "sk_sim_local" not in repr(sim)
+
+
+# --------------------------------------------------------------------------- arrival order
+
+#: (label, workflow, JSON body or None, multipart fields, multipart files). Two entries share the
+#: label "dup": identical inputs, compared as a group.
+_ORDER_INPUTS: list[tuple[str, str, dict[str, Any] | None, dict[str, str], dict[str, bytes]]] = [
+    *[(f"lab-{n}", "daily-lab-loader", {"sampleId": f"s-{n}"}, {}, {}) for n in range(4)],
+    *[(f"flaky-{n}", "flaky-loader", {"sampleId": f"f-{n}"}, {}, {}) for n in range(12)],
+    ("dup", "flaky-loader", {"sampleId": "same"}, {}, {}),
+    ("dup", "flaky-loader", {"sampleId": "same"}, {}, {}),
+    (
+        "batch",
+        "claims-batch",
+        {"claims": [{"claimId": "c-1", "state": "CT"}, {"state": "ZZ"}]},
+        {},
+        {},
+    ),
+    ("wait", "variable-duration", {"echo": "hi"}, {}, {}),
+    (
+        "claim-a",
+        "incoming-claim",
+        None,
+        {"claimId": "a", "state": "NY"},
+        {"document": b"%PDF-a" * 9000},
+    ),
+    (
+        "claim-b",
+        "incoming-claim",
+        None,
+        {"claimId": "b", "state": "TX"},
+        {"document": b"%PDF-b" * 20},
+    ),
+]
+
+
+def _outcome(model: dict[str, Any]) -> dict[str, Any]:
+    """What a run came to, without its timestamps (which follow the arrival time)."""
+    return {
+        "id": model["id"],
+        "status": model["status"],
+        "durationMs": model["durationMs"],
+        "computedDurationMs": model["computedDurationMs"],
+        "error": model.get("error"),
+        "steps": [
+            {
+                "status": step["status"],
+                "message": step.get("message"),
+                "output": step["output"],
+                "nested": [_outcome(child) for child in step["nestedRuns"]["data"]],
+            }
+            for step in model["steps"]
+        ],
+    }
+
+
+async def _outcomes_by_input(
+    seed: int, order: list[int], gap: float
+) -> tuple[dict[str, list[Any]], dict[str, str]]:
+    """Start ``_ORDER_INPUTS`` in ``order`` (``gap`` simulated seconds apart), let them finish and
+    return each input's outcomes and the file id each multipart input's upload got."""
+    sim = Simulator(seed=seed, speed=None)
+    started: list[tuple[str, str]] = []
+    files: dict[str, str] = {}
+    async with httpx.AsyncClient(
+        transport=sim.transport(),
+        base_url=sim.in_process_base_url,
+        headers={"Authorization": f"api-key {sim.api_key}"},
+    ) as http:
+        for index in order:
+            label, workflow_id, body, fields, uploads = _ORDER_INPUTS[index]
+            url = f"/workflows/{workflow_id}/runs"
+            if body is not None:
+                response = await http.post(url, json=body)
+            else:
+                parts = {name: (f"{name}.pdf", data) for name, data in uploads.items()}
+                response = await http.post(url, data=fields, files=parts)
+            assert response.status_code == 202, response.text
+            run_id = response.json()["id"]
+            started.append((label, run_id))
+            if body is None:
+                files[label] = sim.runs[run_id].input["document"][0]["id"]
+            sim.clock.advance(gap)
+        sim.clock.advance(3600)
+        by_input: dict[str, list[Any]] = {}
+        for label, run_id in started:
+            polled = await http.get(f"/workflow-runs/{run_id}")
+            by_input.setdefault(label, []).append(_outcome(polled.json()))
+    return {label: sorted(found, key=json.dumps) for label, found in by_input.items()}, files
+
+
+@pytest.mark.anyio
+async def test_outcomes_do_not_depend_on_arrival_order() -> None:
+    forward = list(range(len(_ORDER_INPUTS)))
+    backward = forward[::-1]
+    shuffled = forward[1::2] + forward[::2]
+    first, first_files = await _outcomes_by_input(7, forward, gap=1.5)
+    second, second_files = await _outcomes_by_input(7, backward, gap=0.0)
+    third, _ = await _outcomes_by_input(7, shuffled, gap=0.25)
+    # The uploads got other file ids in each order, so the plans really come from the contents.
+    assert first_files["claim-a"] != second_files["claim-a"]
+    assert first == second == third
+    # The sample exercises the random draws: flaky runs both fail and complete, the two
+    # identical inputs got plans of their own, nested runs were planned.
+    flaky = [first[f"flaky-{n}"][0]["status"] for n in range(12)]
+    assert {"COMPLETED", "FAILED"} <= set(flaky)
+    dup_a, dup_b = first["dup"]
+    assert dup_a["id"] != dup_b["id"]
+    assert dup_a["durationMs"] != dup_b["durationMs"]
+    [batch] = first["batch"]
+    assert [len(step["nested"]) for step in batch["steps"]] == [0, 2, 0]
+    assert [len(review["steps"][1]["nested"]) for review in batch["steps"][1]["nested"]] == [1, 1]
+
+
+@pytest.mark.anyio
+async def test_another_seed_changes_the_outcomes() -> None:
+    order = list(range(len(_ORDER_INPUTS)))
+    seven, _ = await _outcomes_by_input(7, order, gap=0.0)
+    eight, _ = await _outcomes_by_input(8, order, gap=0.0)
+    for label in ("lab-0", "lab-1", "lab-2", "lab-3", "wait", "claim-a"):
+        [a], [b] = seven[label], eight[label]
+        assert a["id"] != b["id"], label
+        assert a["durationMs"] != b["durationMs"], label
+        if label != "wait":  # variable-duration echoes its input
+            assert a["steps"][0]["output"] != b["steps"][0]["output"], label
+    flaky = [seven[f"flaky-{n}"][0]["status"] for n in range(12)]
+    assert flaky != [eight[f"flaky-{n}"][0]["status"] for n in range(12)]
+
+
+def test_plan_key_ignores_key_order_and_counts_identical_inputs() -> None:
+    one = Simulator(seed=4, speed=None)
+    first = one.start_run("flaky-loader", {"x": 1, "y": {"b": 2, "a": [1, "z"]}})
+    again = one.start_run("flaky-loader", {"y": {"a": [1, "z"], "b": 2}, "x": 1})
+    other_workflow = one.start_run("daily-lab-loader", {"x": 1, "y": {"b": 2, "a": [1, "z"]}})
+    assert len({first, again, other_workflow}) == 3  # a second identical run is a new run
+
+    two = Simulator(seed=4, speed=None)
+    two.start_run("flaky-loader", {"unrelated": True})
+    assert two.start_run("flaky-loader", {"y": {"b": 2, "a": [1, "z"]}, "x": 1}) == first
+    assert two.start_run("flaky-loader", {"x": 1, "y": {"a": [1, "z"], "b": 2}}) == again
+    one.clock.advance(600)
+    two.clock.advance(600)
+    for run_id in (first, again):
+        assert _outcome(one.run_model(run_id)) == _outcome(two.run_model(run_id))

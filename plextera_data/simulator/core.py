@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -17,7 +18,7 @@ from plextera_data.simulator.clock import SimClock, format_time
 from plextera_data.simulator.faults import Fault, FaultPlan
 from plextera_data.simulator.files import MAX_FILE_BYTES, StoredFile
 from plextera_data.simulator.ids import hex_id, request_id, ulid_like
-from plextera_data.simulator.runs import Planner, RunRecord
+from plextera_data.simulator.runs import Planner, RunRecord, input_digest, plan_key
 from plextera_data.simulator.server import SimulatorServer
 from plextera_data.simulator.stats import SimStats
 from plextera_data.simulator.workflows import Workflow, builtin_workflows
@@ -66,8 +67,11 @@ class _InProcessTransport(httpx.ASGITransport):
 class Simulator:
     """A local, deterministic stand-in for the Plextera Workflow Runs API.
 
-    ``seed`` fixes run ids, durations, outputs, random failures and random faults. ``speed`` is
-    simulated seconds per wall second (``None``: a manual clock moved by ``sim.clock.advance``).
+    ``seed`` fixes run ids, durations, outputs, random failures and random faults. A run's id
+    and plan follow from the seed, its workflow and its input (see
+    :mod:`plextera_data.simulator.runs`), not from the order in which runs arrive, so concurrent
+    starts give the same runs every time. ``speed`` is simulated seconds per wall second
+    (``None``: a manual clock moved by ``sim.clock.advance``).
     ``workflows``: the workflows to offer (default: the built-in ones). ``faults``: faults to
     inject (see :class:`Fault`). ``max_file_bytes``: the upload limit (the vendor's is 50 MB).
 
@@ -104,9 +108,11 @@ class Simulator:
         self._faults = FaultPlan(seed, faults)
         self._planner = Planner(seed, self.workflows)
         self._top_level: list[str] = []
+        self._occurrences: dict[tuple[str, str], int] = {}
+        self._file_digests: dict[str, str] = {}
         self._terminal_answered: set[str] = set()
         self._lock = threading.RLock()
-        self._counters = {"run": 0, "request": 0, "file": 0, "subscription": 0, "delivery": 0}
+        self._counters = {"request": 0, "file": 0, "subscription": 0, "delivery": 0}
         self.app = SimulatorApp(self)
 
     # ------------------------------------------------------------------ configuration
@@ -283,10 +289,22 @@ class Simulator:
         return record
 
     def _plan_and_store(self, workflow: Workflow, run_input: dict[str, Any]) -> RunRecord:
+        """Plan and keep a top-level run, keyed by workflow, input digest and occurrence.
+
+        The id derives from the same key, so it does not depend on arrival order either; the
+        loop only guards the (96-bit) id against a collision with any run already held.
+        """
         with self._lock:
-            self._counters["run"] += 1
-            run_id = hex_id(self.seed, "run", self._counters["run"])
-            record = self._planner.plan(workflow, run_input, run_id, self.clock.now())
+            digest = input_digest(run_input, self._file_digests)
+            occurrence = self._occurrences.get((workflow.id, digest), 0)
+            self._occurrences[(workflow.id, digest)] = occurrence + 1
+            key = plan_key(workflow.id, digest, occurrence)
+            run_id = hex_id(self.seed, "run", key)
+            salt = 0
+            while run_id in self.runs:
+                salt += 1
+                run_id = hex_id(self.seed, "run", key, salt)
+            record = self._planner.plan(workflow, run_input, run_id, self.clock.now(), key=key)
             for each in self._planner.walk(record):
                 self.runs[each.id] = each
             self._top_level.append(run_id)
@@ -302,6 +320,7 @@ class Simulator:
             file_id = "file_" + ulid_like(self.seed, "file", self._counters["file"])
             stored = StoredFile(file_id, name, mime_type, data, self.clock.now())
             self.files[file_id] = stored
+            self._file_digests[file_id] = hashlib.sha256(data).hexdigest()
         return stored
 
     def _create_subscription(

@@ -1,8 +1,24 @@
 """Simulated runs: planned once when created, rendered as the vendor's run model at any time.
 
 A run's whole life (when each step starts and ends, how it ends, its outputs, its nested runs) is
-decided when the run is created, from the seed, the run id and the input. The JSON a GET returns
-is then a pure function of the plan and the simulated time, so it is deterministic.
+decided when the run is created, from the seed and the run's *plan key*, and never from the order in
+which runs arrived. The JSON a GET returns is then a pure function of the plan and the simulated
+time, so it is deterministic.
+
+The plan key of a top-level run is ``(workflow id, input digest, occurrence)``:
+
+- the input digest (:func:`input_digest`) is a SHA-256 of the input as canonical JSON (object keys
+  sorted, so key order does not matter). Multipart starts are digested the same way, their text
+  fields and JSON parts as they are, and each uploaded file by the SHA-256 of its bytes instead of
+  its File Service id (which follows arrival order). The file's name, media type and size stay in.
+- the occurrence counts earlier runs of the same workflow with the same digest: the first gets 0,
+  the next 1, and so on. Identical inputs therefore get *different* plans, as independent runs of a
+  real service would (a flaky step can fail for one and not the other), and the set of plans they
+  get does not depend on arrival order. Which of several identical requests gets which occurrence
+  does follow arrival order: the server cannot tell them apart, and neither can a caller.
+
+A nested run's key is its parent's key, the step id and its index within the step. The creation
+time (``createdAt``) is still the simulated time of arrival; everything else is relative to it.
 
 Input flags under ``"simulate"`` force outcomes (JSON body, or a multipart JSON part):
 
@@ -15,6 +31,8 @@ Input flags under ``"simulate"`` force outcomes (JSON body, or a multipart JSON 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +43,7 @@ from plextera_data.simulator.clock import format_time
 from plextera_data.simulator.ids import hex_id
 from plextera_data.simulator.workflows import Workflow
 
-__all__ = ["Planner", "RunRecord", "StepPlan"]
+__all__ = ["Planner", "RunRecord", "StepPlan", "input_digest", "plan_key"]
 
 SIMULATED_FAILURE = "Simulated failure requested by the input."
 
@@ -163,8 +181,47 @@ def _int_flag(value: Any, default: int) -> int:
     return int(number) if number is not None else default
 
 
+def _canonical(value: Any, file_digests: Mapping[str, str]) -> Any:
+    """``value`` as plain JSON with sorted string keys, stored file ids swapped for their digest."""
+    if isinstance(value, Mapping):
+        items = ((str(key), _canonical(item, file_digests)) for key, item in value.items())
+        return dict(sorted(items))
+    if isinstance(value, list | tuple):
+        return [_canonical(item, file_digests) for item in value]
+    if isinstance(value, str):
+        digest = file_digests.get(value)
+        return value if digest is None else f"sha256:{digest}"
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return repr(value)  # start_run() takes any mapping; keep the digest defined
+
+
+def input_digest(
+    run_input: Mapping[str, Any], file_digests: Mapping[str, str] | None = None
+) -> str:
+    """SHA-256 (hex) of a run's input as canonical JSON, independent of key order.
+
+    ``file_digests`` maps stored file ids to the SHA-256 of their bytes: a string equal to such an
+    id (a multipart file node's ``id``, or a ``fileId`` sent in JSON) is digested as the file's
+    content, so the same upload gives the same digest whatever id the File Service handed out.
+    """
+    canonical = _canonical(run_input, file_digests or {})
+    text = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def plan_key(workflow_id: str, digest: str, occurrence: int) -> str:
+    """The plan key of a top-level run: the ``occurrence``-th run of ``workflow_id`` with input
+    ``digest`` (0 for the first)."""
+    return json.dumps([workflow_id, digest, occurrence], ensure_ascii=False)
+
+
 class Planner:
-    """Plans runs of the registered workflows, deterministically from ``seed``."""
+    """Plans runs of the registered workflows, deterministically from ``seed`` and a plan key.
+
+    The same seed and key give the same plan, whatever the run id and whenever the run is created
+    (times are relative to ``created_at``). Keys come from :func:`plan_key`.
+    """
 
     def __init__(self, seed: int | str, workflows: Mapping[str, Workflow]) -> None:
         self.seed = seed
@@ -177,14 +234,19 @@ class Planner:
         run_id: str,
         created_at: datetime,
         *,
+        key: str,
         parent_run_id: str | None = None,
         parent_step_id: str | None = None,
         depth: int = 0,
     ) -> RunRecord:
-        """Decide the whole life of one run (and, recursively, of its nested runs)."""
+        """Decide the whole life of one run (and, recursively, of its nested runs).
+
+        ``key`` (see :func:`plan_key`) seeds every random draw; ``run_id`` only names the run
+        (and its nested runs, whose ids derive from it).
+        """
         if depth > 10:
             raise RecursionError(f"nested workflows more than 10 levels deep at {workflow.id!r}")
-        rng = random.Random(f"{self.seed}:{run_id}")
+        rng = random.Random(f"{self.seed}:{key}")
         flags = _simulate_flags(run_input)
         n_steps = len(workflow.steps)
         fail_at = _int_flag(flags.get("failStep"), n_steps) - 1 if flags.get("fail") else None
@@ -193,7 +255,7 @@ class Planner:
             if flags.get("close")
             else None
         )
-        step_rngs = [random.Random(f"{self.seed}:{run_id}:{i}") for i in range(n_steps)]
+        step_rngs = [random.Random(f"{self.seed}:{key}:{i}") for i in range(n_steps)]
         durations = [
             spec.duration_for(run_input, step_rngs[i]) for i, spec in enumerate(workflow.steps)
         ]
@@ -238,6 +300,7 @@ class Planner:
                         nested_spec.input_for(run_input, k),
                         hex_id(self.seed, run_id, step_id, k),
                         moment,
+                        key=json.dumps([key, step_id, k], ensure_ascii=False),
                         parent_run_id=run_id,
                         parent_step_id=step_id,
                         depth=depth + 1,
