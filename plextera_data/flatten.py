@@ -96,6 +96,17 @@ def _key_segment(key: Any) -> str:
     return "[" + json.dumps(text, ensure_ascii=False) + "]"
 
 
+def _child_path(prefix: str, key: Any, of_object: bool) -> str:
+    """The path of the member ``key`` of an object (or index ``key`` of an array) at ``prefix``;
+    a top-level identifier has no leading ``.``."""
+    if not of_object:
+        return f"{prefix}[{key}]"
+    segment = _key_segment(key)
+    if not prefix and segment[0] == ".":
+        return segment[1:]
+    return prefix + segment
+
+
 def parse_path(path: str) -> list[str | int]:
     """The keys (``str``) and array indexes (``int``) that ``path`` names, outermost first.
 
@@ -233,7 +244,8 @@ class _Collector:
         self.leaf_count: list[int] = []
         self.paths: list[str] = []
         self.values: list[Any] = []
-        self._paths: dict[tuple[str, Any], str] = {}
+        self._key_paths: dict[tuple[str, Any], str] = {}
+        self._index_paths: dict[tuple[str, int], str] = {}
 
     # -- outputs ---------------------------------------------------------------------------
     def _walk(self, node: Any, prefix: str) -> None:
@@ -241,52 +253,30 @@ class _Collector:
         paths = self.paths
         values = self.values
         walk = self._walk
-        known = self._paths  # one str object per distinct path: repeated paths cost no memory
-        if type(node) is dict:
-            for key, value in node.items():
-                path = known.get((prefix, key))
-                if path is None:
-                    segment = _key_segment(key)
-                    if not prefix and segment[0] == ".":
-                        segment = segment[1:]
-                    path = known[(prefix, key)] = prefix + segment
-                kind = type(value)
-                if kind is dict:
-                    if value:
-                        walk(value, path)
-                    else:
-                        paths.append(path)
-                        values.append(_EMPTY_OBJECT)
-                elif kind is list:
-                    if value:
-                        walk(value, path)
-                    else:
-                        paths.append(path)
-                        values.append(_EMPTY_ARRAY)
+        is_object = type(node) is dict
+        # One str object per distinct path: repeated paths cost no memory. Keys and indexes
+        # have their own caches so that a key 0 and an index 0 never share a path.
+        known = self._key_paths if is_object else self._index_paths
+        for key, value in node.items() if is_object else enumerate(node):
+            path = known.get((prefix, key))
+            if path is None:
+                path = known[(prefix, key)] = _child_path(prefix, key, is_object)
+            kind = type(value)
+            if kind is dict:
+                if value:
+                    walk(value, path)
                 else:
                     paths.append(path)
-                    values.append(value)
-        else:
-            for index, value in enumerate(node):
-                path = known.get((prefix, index))
-                if path is None:
-                    path = known[(prefix, index)] = f"{prefix}[{index}]"
-                kind = type(value)
-                if kind is dict:
-                    if value:
-                        walk(value, path)
-                    else:
-                        paths.append(path)
-                        values.append(_EMPTY_OBJECT)
-                elif kind is list:
-                    if value:
-                        walk(value, path)
-                    else:
-                        paths.append(path)
-                        values.append(_EMPTY_ARRAY)
+                    values.append(_EMPTY_OBJECT)
+            elif kind is list:
+                if value:
+                    walk(value, path)
                 else:
                     paths.append(path)
-                    values.append(value)
+                    values.append(_EMPTY_ARRAY)
+            else:
+                paths.append(path)
+                values.append(value)
 
     def _output(self, output: Any) -> int:
         """Append an output's leaves; return how many."""
