@@ -241,10 +241,38 @@ def summary_html(snapshot: Snapshot, rate: float | None = None, eta: float | Non
     )
 
 
+class _Throttled:
+    """What the reporters share: they keep the pace of finished runs, and draw the first
+    snapshot, each phase change, and otherwise at most once per ``min_interval`` seconds."""
+
+    def __init__(self, min_interval: float, clock: Callable[[], float]) -> None:
+        self.min_interval = min_interval
+        self._clock = clock
+        self._last_draw: float | None = None
+        self._last_phase: str | None = None
+        self._throughput = _Throughput()
+
+    def _draw(self, snapshot: Snapshot) -> None:
+        raise NotImplementedError
+
+    def _drawn(self, phase: str) -> None:
+        self._last_draw = self._clock()
+        self._last_phase = phase
+
+    def update(self, snapshot: Snapshot) -> None:
+        self._throughput.add(snapshot)
+        if (
+            self._last_draw is None
+            or snapshot.phase != self._last_phase
+            or self._clock() - self._last_draw >= self.min_interval
+        ):
+            self._draw(snapshot)
+
+
 # --------------------------------------------------------------------------- text (logs, CI)
 
 
-class TextReporter:
+class TextReporter(_Throttled):
     """Periodic plain lines for non-TTY output (CI logs, files): one line every ``interval``
     seconds at most, plus one at each phase change and one at the end."""
 
@@ -256,42 +284,27 @@ class TextReporter:
         clock: Callable[[], float] = time.monotonic,
         prefix: str = "plextera-data: ",
     ) -> None:
+        super().__init__(interval, clock)
         self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
         self.prefix = prefix
-        self._clock = clock
-        self._last_line: float | None = None
-        self._last_phase: str | None = None
-        self._throughput = _Throughput()
         self.lines_written = 0
 
-    def _write(self, snapshot: Snapshot) -> None:
+    def _draw(self, snapshot: Snapshot) -> None:
         line = summary_text(snapshot, self._throughput.per_minute(), self._throughput.eta(snapshot))
         self.stream.write(self.prefix + line + "\n")
         self.stream.flush()
         self.lines_written += 1
-        self._last_line = self._clock()
-        self._last_phase = snapshot.phase
-
-    def update(self, snapshot: Snapshot) -> None:
-        self._throughput.add(snapshot)
-        now = self._clock()
-        if (
-            self._last_line is None
-            or snapshot.phase != self._last_phase
-            or now - self._last_line >= self.interval
-        ):
-            self._write(snapshot)
+        self._drawn(snapshot.phase)
 
     def close(self, snapshot: Snapshot) -> None:
         self._throughput.add(snapshot)
-        self._write(snapshot)
+        self._draw(snapshot)
 
 
 # --------------------------------------------------------------------------- terminal (tqdm)
 
 
-class TqdmReporter:
+class TqdmReporter(_Throttled):
     """A single updating line on a terminal (tqdm): finished of total, counts, pace."""
 
     def __init__(
@@ -304,11 +317,7 @@ class TqdmReporter:
     ) -> None:
         from tqdm.std import tqdm
 
-        self._clock = clock
-        self.min_interval = min_interval
-        self._last: float | None = None
-        self._phase: str | None = None
-        self._throughput = _Throughput()
+        super().__init__(min_interval, clock)
         self.bar = tqdm(
             total=total,
             file=stream if stream is not None else sys.stderr,
@@ -333,18 +342,7 @@ class TqdmReporter:
             counts += f", {snapshot.poll_errors} failing to poll"
         bar.set_postfix_str(counts.strip(", "), refresh=False)
         bar.refresh()
-        self._last = self._clock()
-        self._phase = snapshot.phase
-
-    def update(self, snapshot: Snapshot) -> None:
-        self._throughput.add(snapshot)
-        now = self._clock()
-        if (
-            self._last is None
-            or snapshot.phase != self._phase
-            or now - self._last >= self.min_interval
-        ):
-            self._draw(snapshot)
+        self._drawn(snapshot.phase)
 
     def close(self, snapshot: Snapshot) -> None:
         self._draw(snapshot)
@@ -383,7 +381,7 @@ class _StaticSummary:
         return {"text/plain": self.text, "text/html": self.html_text}
 
 
-class WidgetReporter:
+class WidgetReporter(_Throttled):
     """An ipywidgets progress display: bar, counts per status, pace, time left, recent failures.
 
     ``display=False`` builds the widget without showing it (tests inspect ``bar``, ``label`` and
@@ -400,11 +398,7 @@ class WidgetReporter:
     ) -> None:
         import ipywidgets as widgets
 
-        self._clock = clock
-        self.min_interval = min_interval
-        self._last: float | None = None
-        self._phase: str | None = None
-        self._throughput = _Throughput()
+        super().__init__(min_interval, clock)
         self.redraws = 0
         self.bar = widgets.IntProgress(
             value=0,
@@ -439,19 +433,8 @@ class WidgetReporter:
             self.bar.bar_style = "warning" if bad or snapshot.phase == "stopped" else "success"
         self.label.value = self.summary_html
         self.box.fallback = _StaticSummary("Plextera batch " + self.summary, self.summary_html)
-        self._last = self._clock()
-        self._phase = snapshot.phase
+        self._drawn(snapshot.phase)
         self.redraws += 1
-
-    def update(self, snapshot: Snapshot) -> None:
-        self._throughput.add(snapshot)
-        now = self._clock()
-        if (
-            self._last is None
-            or snapshot.phase != self._phase
-            or now - self._last >= self.min_interval
-        ):
-            self._draw(snapshot)
 
     def close(self, snapshot: Snapshot) -> None:
         """Draw the final state, then swap the live widget's output for a static summary that
