@@ -5,9 +5,9 @@
 The notebooks are committed with their outputs (a reader on the web sees the plots) and run as
 tests by nbval (``python -m pytest``), which compares each cell's fresh output with the stored
 one after the notebooks/sanitize.cfg rewrites (run ids, timestamps, ports, temporary paths).
-Keep their outputs deterministic: a seeded simulator, starts sent in input order
-(``concurrency=1``, since the simulator numbers runs in arrival order), frames sorted before
-display, no wall-clock values. Only the live progress cells are tagged ``nbval-ignore-output``.
+Keep their outputs deterministic: a seeded simulator (it plans each run from its input, not its
+arrival order, so concurrent starts give the same results), frames sorted before display, no
+wall-clock values. Only the live progress cells are tagged ``nbval-ignore-output``.
 """
 
 from __future__ import annotations
@@ -102,16 +102,14 @@ def quickstart() -> nbformat.NotebookNode:
         new_markdown_cell(
             "## Many runs: a DataFrame\n\n"
             "`px.submit` starts one run per row and `wait=True` polls them together, with a "
-            "progress widget. (`concurrency=1` sends the starts in row order, which keeps this "
-            "notebook's output identical from one execution to the next; leave the default for "
-            "real work.)"
+            "progress widget."
         ),
         new_code_cell(
             "labs = pd.DataFrame(\n"
             '    {"customerId": [f"customer-{n}" for n in range(1, 9)]},\n'
             '    index=pd.Index([f"sample-{n}" for n in range(1, 9)], name="sample"),\n'
             ")\n"
-            'batch = px.submit(labs, "daily-lab-loader", client=client, concurrency=1, '
+            'batch = px.submit(labs, "daily-lab-loader", client=client, '
             "wait=True)",
             metadata=IGNORE_OUTPUT,
         ),
@@ -147,18 +145,17 @@ def bulk_analysis() -> nbformat.NotebookNode:
             "## Submit with a journal, watch the progress\n\n"
             "The journal (SQLite) records every accepted run id before anything else happens: "
             "if the kernel dies, `px.resume(path)` picks the batch up and no row is ever sent "
-            "twice. `concurrency=1` keeps the seeded simulator's runs identical from one "
-            "execution to the next; leave the default (16, adaptive) for real work."
+            "twice."
         ),
         new_code_cell(
             "import tempfile\nfrom pathlib import Path\n\n"
             'workdir = Path(tempfile.mkdtemp(prefix="plextera-bulk-"))\n'
             "claims_batch = px.submit(\n"
-            '    claims, "incoming-claim", client=client, concurrency=1, wait=True,\n'
+            '    claims, "incoming-claim", client=client, wait=True,\n'
             '    journal=workdir / "claims.plextera.db",\n'
             ")\n"
             "labs_batch = px.submit(\n"
-            '    labs, "daily-lab-loader", client=client, concurrency=1, wait=True,\n'
+            '    labs, "daily-lab-loader", client=client, wait=True,\n'
             '    journal=workdir / "labs.plextera.db",\n'
             ")",
             metadata=IGNORE_OUTPUT,
@@ -313,10 +310,13 @@ def main() -> None:
         if wanted and name not in wanted:
             continue
         notebook = build()
+        for number, cell in enumerate(notebook.cells):
+            cell.id = f"{name}-{number:02d}"  # stable ids: a rebuild diffs only in outputs
         NotebookClient(
             notebook,
             timeout=600,
             kernel_name="python3",
+            record_timing=False,
             resources={"metadata": {"path": str(NOTEBOOKS)}},
         ).execute()
         path = NOTEBOOKS / f"{name}.ipynb"
