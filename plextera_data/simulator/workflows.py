@@ -2,9 +2,10 @@
 runs; plus the built-in workflows that reproduce the vendor page's examples.
 
 Callables receive the run's input (the JSON body, or the multipart fields with file nodes) and a
-``random.Random`` seeded from the simulator's seed and the run id, so the same seed gives the same
-runs. Argument order: ``duration(rng, input)``, ``output(input, rng)``, ``fail(input, rng)``,
-``NestedSpec.count(input, rng)``, ``NestedSpec.input(parent_input, index)``.
+``random.Random`` seeded from the simulator's seed and the run's plan key (workflow, input digest,
+occurrence: see ``runs.plan_key``), so the same seed and inputs give the same runs, whatever order
+the starts arrive in. Argument order: ``duration(rng, input)``, ``output(input, rng)``,
+``fail(input, rng)``, ``NestedSpec.count(input, rng)``, ``NestedSpec.input(parent_input, index)``.
 """
 
 from __future__ import annotations
