@@ -10,9 +10,10 @@ How a start is sent (see docs/guide/submitting.md):
 * Every row is mapped and checked first (:mod:`plextera_data.rows`); nothing is sent if any row
   is bad.
 * Up to ``concurrency`` starts are in flight, through the batch's shared
-  :class:`~plextera_data.pacing.Pacer`: a 429 pauses the whole batch for ``Retry-After`` and
-  halves the number in flight, which grows back while the API is healthy. A 429 means no run was
-  created, so that row is sent again (up to :data:`MAX_ATTEMPTS` POSTs per row).
+  :class:`~plextera_data.pacing.Pacer`: a 429 pauses the whole batch for ``Retry-After``, and
+  the number in flight shrinks with the share of 429s among recent answers (a storm divides it
+  by four) and grows back while the API is healthy. A 429 means no run was created, so that row
+  is sent again (up to :data:`MAX_ATTEMPTS` POSTs per row).
 * Any other failed start whose run may exist (5xx, a timeout or a dropped connection after the
   request was sent) marks the row ``SUBMISSION_UNCERTAIN`` and is never re-sent by itself;
   ``batch.resubmit()`` re-sends chosen rows on request. A refusal (4xx) marks it
