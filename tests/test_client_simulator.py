@@ -3,7 +3,8 @@
 Each fault kind is checked by what the simulator counted: how many POSTs were attempted, how
 many runs were created, how many GETs a run received. Simulated time is manual (``speed=None``)
 and the client's sleep advances it, so nothing here waits on the wall clock except the one
-``slow`` fault, whose delay is far longer than the client's read timeout.
+``slow`` fault, whose delay (3 s) is far longer than the client's timeout (1 s), itself far longer
+than a healthy answer on loopback.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ import pytest
 from plextera_data import errors
 from plextera_data.client import AsyncClient, Client
 from plextera_data.retry import RetryPolicy
+
+# The ``slow`` fault's answer comes far later than the client's timeout, and the timeout is long
+# enough for a healthy loopback answer on a loaded machine (the retried GET must get one).
+CLIENT_TIMEOUT = 1.0
+SLOW_ANSWER = 3.0
 
 simulator = pytest.importorskip("plextera_data.simulator")
 Fault = simulator.Fault
@@ -201,8 +207,8 @@ def test_post_malformed_answer_is_not_repeated(sim: Any, client: Client) -> None
 
 
 def test_post_slow_answer_times_out_and_is_not_repeated(sim: Any, served: Any) -> None:
-    sim.set_faults([Fault("slow", method="POST", delay=1.2)])
-    client = Client(api_key=served.api_key, base_url=served.base_url, timeout=0.2)
+    sim.set_faults([Fault("slow", method="POST", delay=SLOW_ANSWER)])
+    client = Client(api_key=served.api_key, base_url=served.base_url, timeout=CLIENT_TIMEOUT)
     with pytest.raises(errors.APITimeoutError) as info:
         client.start_run("daily-lab-loader", json={})
     assert info.value.request_sent is True
@@ -259,11 +265,11 @@ def test_get_faults_are_retried(sim: Any, client: Client, fault: Any) -> None:
 
 def test_get_slow_answer_times_out_and_is_retried(sim: Any, served: Any) -> None:
     run_id = sim.start_run("daily-lab-loader", {})
-    sim.set_faults([Fault("slow", method="GET", requests={1}, delay=1.2)])
+    sim.set_faults([Fault("slow", method="GET", requests={1}, delay=SLOW_ANSWER)])
     with Client(
         api_key=served.api_key,
         base_url=served.base_url,
-        timeout=0.2,
+        timeout=CLIENT_TIMEOUT,
         retry=RetryPolicy(initial_backoff=0.0, jitter=0),
     ) as client:
         assert client.get_run(run_id).id == run_id
