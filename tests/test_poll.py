@@ -430,3 +430,57 @@ def test_polling_writes_status_changes_and_each_final_run_once(tmp_path: Any) ->
         for run_id in ended:  # stored once: the first record is untouched
             assert finals_after[run_id] == finals[run_id]
         assert_all_accounted(batch, sim)
+
+
+# --------------------------------------------------------------------------- censored durations
+
+
+def test_running_runs_count_as_lasting_at_least_their_elapsed_time() -> None:
+    from plextera_data.poll import DurationModel
+
+    model = DurationModel(min_interval=2.0)
+    for seconds in (1.0, 3.0):
+        model.learn(*finished(seconds))
+    model.observe(_RowPlan(2.0), 2.0)  # a run seen running 2 s in
+    # Kaplan-Meier: at 1 s, 1 of 3 at risk ends (2/3 left); the running run leaves the risk set
+    # at 2 s; at 3 s the last one at risk ends.
+    assert model.survival(0.5) == 1.0
+    assert model.survival(2.5) == pytest.approx(2 / 3)
+    assert model.survival(3.0) == 0.0
+    # Seen again later, a run's earlier sighting no longer counts.
+    plan = _RowPlan(2.0)
+    model.observe(plan, 1.0)
+    model.observe(plan, 4.0)
+    assert model.censored == [2.0, 4.0]
+    model.observe(plan, None)  # it ended
+    assert model.censored == [2.0]
+
+
+def test_a_batch_started_together_is_not_overdue_past_its_finished_runs() -> None:
+    scheduler, batch = offline_scheduler(min_interval=2.0, finish_margin=0.1)
+    # Every run started at once: 2 s in, 3 have finished and 27 were seen running at 2 s. No
+    # finished run lasted longer than 2 s, yet 90 % of the batch did.
+    for seconds in (1.0, 1.5, 2.0):
+        scheduler.model.learn(*finished(seconds))
+    for _ in range(27):
+        scheduler.model.observe(_RowPlan(2.0), 2.0)
+    assert scheduler.model.survival(2.0) == pytest.approx(0.9)
+    # Runs ended at a share 0.1 per 2 s: about 18 s to go. The next poll goes at the geometric
+    # mean of that and min_interval (6 s), not at the overdue follow-up (0.5 s).
+    delay = scheduler.next_delay(batch.rows[0], _RowPlan(2.0), running(2.0))
+    assert delay == pytest.approx(6.0 + 0.1, abs=0.3)
+    # A run of several steps that has not ended a step yet is still followed up as overdue: its
+    # first step boundary says more than the batch's tail.
+    plan = _RowPlan(2.0)
+    steps = [scheduler.next_delay(batch.rows[0], plan, running(2.0, n=4)) for _ in range(2)]
+    assert steps == [0.5, 1.0]
+
+
+def test_past_almost_every_run_of_the_batch_is_overdue() -> None:
+    scheduler, batch = offline_scheduler(min_interval=2.0)
+    for seconds in [1.0 + 0.1 * i for i in range(19)]:
+        scheduler.model.learn(*finished(seconds))
+    scheduler.model.observe(_RowPlan(2.0), 2.9)  # 1 of 20 runs still running: 5 % < 10 %
+    plan = _RowPlan(2.0)
+    delays = [scheduler.next_delay(batch.rows[0], plan, running(3.0)) for _ in range(3)]
+    assert delays == [0.5, 1.0, 2.0]
