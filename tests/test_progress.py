@@ -86,12 +86,53 @@ def test_text_reporter_names_poll_errors_and_time_left() -> None:
     out = io.StringIO()
     reporter = TextReporter(out, interval=5.0, clock=clock)
     reporter.update(snap(finished=0, total=100, elapsed=0.0))
-    clock.now = 60.0
-    reporter.update(snap(finished=50, total=100, elapsed=60.0, poll_errors=2))
+    clock.now = 1.0
+    reporter.update(snap(finished=10, total=100, elapsed=1.0))  # the first runs seen finished
+    clock.now = 61.0
+    reporter.update(snap(finished=60, total=100, elapsed=61.0, poll_errors=2))
     last = out.getvalue().splitlines()[-1]
     assert "2 failing to poll" in last
-    assert "50 runs/min" in last
-    assert "left ~1m 00s" in last
+    assert "50 runs/min" in last  # 50 more in the 60 s since the first ones
+    assert "left ~48s" in last  # 40 left at 50 a minute
+
+
+def test_a_backlog_found_at_once_is_not_a_pace() -> None:
+    # batch.wait() on runs that ended while nobody polled: the first poll finds them all within
+    # 30 ms. What a user saw in JupyterLab was "elapsed 6s · 13813 runs/min".
+    reporter = WidgetReporter(6, display=False, clock=FakeClock())
+    reporter.update(snap(finished=0, total=6, elapsed=5.97))
+    reporter.update(snap(finished=3, total=6, elapsed=5.985))
+    reporter.close(snap(finished=6, total=6, elapsed=5.996, phase="done"))
+    bundle = reporter.box.fallback._repr_mimebundle_()
+    for text in (reporter.summary, reporter.label.value, bundle["text/plain"], bundle["text/html"]):
+        assert "runs/min" not in text
+    assert reporter.summary == "done: 6/6 finished (completed 6) | elapsed 6s"
+    assert "6 of 6 finished" in reporter.label.value
+
+
+def test_pace_after_a_backlog_counts_only_the_runs_seen_ending() -> None:
+    clock = FakeClock()
+    out = io.StringIO()
+    reporter = TextReporter(out, interval=0.0, clock=clock)
+    reporter.update(snap(finished=0, total=100, elapsed=0.0))
+    reporter.update(snap(finished=90, total=100, elapsed=0.05))  # the backlog, found at once
+    line = out.getvalue().splitlines()[-1]
+    assert "runs/min" not in line  # no pace from one jump
+    assert "left ~" not in line
+    for second in range(1, 61):  # then one run every 6 s
+        reporter.update(snap(finished=90 + second // 6, total=100, elapsed=0.05 + second))
+    line = out.getvalue().splitlines()[-1]
+    assert "10 runs/min" in line
+    assert "polling: 100/100 finished" in line
+    assert reporter.lines_written == 62
+
+
+def test_no_pace_before_any_run_finished() -> None:
+    reporter = WidgetReporter(5, display=False, clock=FakeClock(), min_interval=0.0)
+    for second in range(10):
+        reporter.update(snap(finished=0, total=5, elapsed=float(second)))
+    assert "runs/min" not in reporter.summary  # was "0 runs/min" while nothing had finished
+    assert reporter.summary == "polling: 0/5 finished (running 5) | elapsed 9s"
 
 
 def test_widget_reporter_state_after_a_batch() -> None:
