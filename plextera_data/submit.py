@@ -438,6 +438,14 @@ async def send_rows(
 
 def _interrupt_message(batch: Batch) -> str:
     submitted = sum(1 for r in batch.rows if r.run_id is not None)
+    if submitted == len(batch.rows):
+        running = len(batch.pending_poll())
+        return (
+            f"Interrupted while waiting: all {submitted} rows were submitted, {running} runs "
+            "are still running on the server. batch.wait() goes on polling (in Jupyter: "
+            "import sys; batch = sys.last_value.batch)"
+            + (f", as does px.resume({str(batch.journal.path)!r})." if batch.journal else ".")
+        )
     text = f"Interrupted: {submitted} of {len(batch.rows)} rows submitted"
     uncertain = sum(1 for r in batch.rows if r.status == SUBMISSION_UNCERTAIN)
     if batch.journal is not None:
@@ -616,11 +624,12 @@ def submit(
     try:
         with _interrupt_cancels(holder):
             return run_sync(main())
-    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+    except (asyncio.CancelledError, KeyboardInterrupt):
         if batch.journal is not None:
             with contextlib.suppress(PlexteraError):
                 batch.journal.commit()
-        raise SubmissionInterrupted(_interrupt_message(batch), batch) from exc
+        # from None: the chain is asyncio's cancellation plumbing, not the user's concern.
+        raise SubmissionInterrupted(_interrupt_message(batch), batch) from None
 
 
 # --------------------------------------------------------------------------- resume / resubmit

@@ -234,6 +234,15 @@ def test_interrupt_message_says_how_to_go_on(tmp_path: Path) -> None:
     assert text.startswith("Interrupted: 1 of 4 rows submitted")
     assert "px.submit(df, 'echo', journal=" in text
     assert "px.resume(" in text
+    # Interrupted while polling, every row submitted: say how to go on waiting.
+    for row in batch.rows:
+        row.run_id, row.status = f"run-{row.position}", "PROCESSING"
+    batch.rows[0].status = "COMPLETED"
+    text = _interrupt_message(batch)
+    assert text.startswith("Interrupted while waiting: all 4 rows were submitted, 3 runs")
+    assert "batch.wait()" in text
+    assert "px.resume('" in text
+    assert "labs.plextera.db" in text
     assert issubclass(SubmissionInterrupted, KeyboardInterrupt)
 
 
