@@ -18,11 +18,14 @@ client's clock, for a sped-up simulator):
   overdue only if the Kaplan-Meier share of runs lasting longer (the running runs counted as
   lasting at least as long as they had run when last seen) is under 10 %; otherwise the rate at
   which runs ended so far gives the expected time left, and the next poll goes at the geometric
-  mean of that and ``min_interval``. A run of several steps is then followed up as overdue (its
-  next step boundary says more).
+  mean of that and ``0.75 * min_interval``. A run of several steps is then followed up as
+  overdue (its next step boundary says more).
 * **Without either**, the interval starts at ``min_interval`` (2 s) and grows by ``backoff`` (x2)
-  up to ``max_interval`` (30 s). A run past its predicted end is polled at a short interval that
-  grows again (``overdue_interval``, 0.5 s, x2). Every interval gets a little jitter.
+  up to ``max_interval`` (30 s). While the batch has nothing to learn from, only one new row in
+  ten is polled at ``min_interval``; the others decide then, from what those told, and are
+  polled at once only if that is still nothing. A run past its predicted end is polled at a
+  short interval that grows again (``overdue_interval``, 0.5 s, x2). Every interval gets a
+  little jitter.
 * A terminal run is never polled again. A 429 pauses every request of the batch for its
   ``Retry-After`` (the pacer), then the batch goes on slower and recovers gradually. 5xx, timeouts,
   dropped connections and malformed answers are retried with backoff; after
@@ -54,6 +57,10 @@ if TYPE_CHECKING:
 __all__ = ["DurationModel", "PollSettings", "Scheduler", "stop", "wait", "wait_async", "watch"]
 
 logger = logging.getLogger("plextera_data")
+
+#: Before the batch has finished runs to learn from, one row in this many is polled at
+#: ``min_interval``; the others wait for what those tell (see ``Scheduler.pick_up``).
+_PROBE_EVERY = 10
 
 #: Errors after which polling cannot succeed for any run: raised at once.
 _FATAL = (errors.AuthenticationError, errors.PermissionDeniedError)
@@ -130,6 +137,8 @@ class _RowPlan:
     overdue_polls: int = 0
     failures: int = 0
     observed: float | None = None  # elapsed time at which it was last seen running
+    picked_at: float = 0.0  # scheduler clock
+    age: float = 0.0  # run seconds since submission when picked up
 
 
 class DurationModel:
@@ -144,6 +153,9 @@ class DurationModel:
     #: A run is overdue once the estimated share of runs lasting longer than it has run so far
     #: falls below this.
     overdue_share = 0.1
+    #: Past every finished run, the next poll goes at the geometric mean of the time left and
+    #: this share of ``min_interval`` (chosen from ``bench/bench_poll.py``).
+    tail_scale = 0.75
 
     def __init__(self, quantile: float = 0.5, *, min_interval: float = 2.0) -> None:
         self.quantile = quantile
@@ -152,6 +164,7 @@ class DurationModel:
         self.censored: list[float] = []  # sorted: elapsed time of each running run when last seen
         self.first_boundaries: list[float] = []
         self.ratios: dict[int, list[float]] = {}
+        self.steps_total: int | None = None  # of the batch's workflow, once a run said
         self._curve: tuple[list[float], list[float]] = ([], [])
         self._changes = 0  # since the curve was computed
 
@@ -241,10 +254,11 @@ class DurationModel:
             return None
         # The tail is unknown: the runs still running outlived every finished one. Extrapolate
         # the rate at which runs ended so far (a share 1 - S of the runs in ``elapsed`` seconds)
-        # to the expected remaining time, and poll at the geometric mean of that and
-        # ``min_interval``: often where runs end often, not once per finished run.
+        # to the expected time left, and poll at the geometric mean of that and a fixed scale:
+        # the spacing that balances delay against GETs when the rate of ends is known.
         remaining = elapsed * longer / (1.0 - longer)
-        return elapsed + max(self.min_interval, (self.min_interval * remaining) ** 0.5)
+        scale = self.tail_scale * self.min_interval
+        return elapsed + max(self.min_interval, (scale * remaining) ** 0.5)
 
 
 # --------------------------------------------------------------------------- the scheduler
@@ -271,6 +285,8 @@ class Scheduler:
         self._heap: list[tuple[float, int, int]] = []  # (due, sequence, row position)
         self._seq = 0
         self._plans: dict[int, _RowPlan] = {}
+        self._deferred: set[int] = set()  # rows whose next heap entry is a decision, not a GET
+        self._picked = 0
         self._rows: dict[int, RowState] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
@@ -317,12 +333,18 @@ class Scheduler:
             if row.submitted_at is not None:
                 age = (self.batch.server_now() - row.submitted_at).total_seconds()
                 age = max(0.0, age / self.settings.time_scale)
+            plan.picked_at, plan.age = self._clock(), age
             first = self.model.predict_end(plan, row.run or Run(id=row.run_id, status=None), age)
             delay = (first - age + self.settings.finish_margin) if first else plan.interval - age
             if first is None:
                 plan.interval = min(
                     self.settings.max_interval, plan.interval * self.settings.backoff
                 )
+                # Nothing known yet: one row in _PROBE_EVERY is polled then; the others only
+                # decide then, from what the probes will have told.
+                if self._picked % _PROBE_EVERY:
+                    self._deferred.add(row.position)
+            self._picked += 1
             self._push(row, min(self._jittered(max(0.0, delay)), self.settings.max_interval))
             added += 1
         return added
@@ -346,10 +368,24 @@ class Scheduler:
         since = (self.batch.server_now() - start).total_seconds()
         return max(0.0, since) / self.settings.time_scale
 
+    def deferred_delay(self, row: RowState, plan: _RowPlan) -> float | None:
+        """Run seconds until a row not polled yet should be polled (``None``: now). Its age is
+        counted from when it was picked up (a run it carries from a journal may be stale)."""
+        steps = row.run.steps_total if row.run is not None else None
+        run = Run(id=row.run_id, status=None, steps_total=steps or self.model.steps_total)
+        elapsed = plan.age + (self._clock() - plan.picked_at) / self.settings.time_scale
+        end = self.model.predict_end(plan, run, elapsed)
+        if end is None or end <= elapsed:
+            return None
+        s = self.settings
+        return self._jittered(min(end - elapsed + s.finish_margin, s.max_interval))
+
     def next_delay(self, row: RowState, plan: _RowPlan, run: Run) -> float:
         """Run seconds until ``run`` (not terminal) should be polled again."""
         s = self.settings
         k = run.steps_completed or 0
+        if run.steps_total:
+            self.model.steps_total = run.steps_total
         start = run.started_at or run.created_at
         if k > plan.last_k and run.updated_at is not None and start is not None:
             t_k = (run.updated_at - start).total_seconds()
@@ -487,6 +523,12 @@ class Scheduler:
                     row = self._rows.get(position)
                     if row is None or is_terminal(row.status):
                         continue
+                    if position in self._deferred:
+                        self._deferred.discard(position)
+                        delay = self.deferred_delay(row, self._plans[position])
+                        if delay is not None:
+                            self._push(row, delay)
+                            continue
                     await pacer.acquire()
                     task = asyncio.ensure_future(self._poll(row))
                     self._tasks.add(task)

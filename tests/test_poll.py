@@ -466,9 +466,9 @@ def test_a_batch_started_together_is_not_overdue_past_its_finished_runs() -> Non
         scheduler.model.observe(_RowPlan(2.0), 2.0)
     assert scheduler.model.survival(2.0) == pytest.approx(0.9)
     # Runs ended at a share 0.1 per 2 s: about 18 s to go. The next poll goes at the geometric
-    # mean of that and min_interval (6 s), not at the overdue follow-up (0.5 s).
+    # mean of that and 0.75 x min_interval (sqrt(27) = 5.2 s), not at the overdue follow-up.
     delay = scheduler.next_delay(batch.rows[0], _RowPlan(2.0), running(2.0))
-    assert delay == pytest.approx(6.0 + 0.1, abs=0.3)
+    assert delay == pytest.approx(27**0.5 + 0.1, abs=0.3)
     # A run of several steps that has not ended a step yet is still followed up as overdue: its
     # first step boundary says more than the batch's tail.
     plan = _RowPlan(2.0)
@@ -484,3 +484,25 @@ def test_past_almost_every_run_of_the_batch_is_overdue() -> None:
     plan = _RowPlan(2.0)
     delays = [scheduler.next_delay(batch.rows[0], plan, running(3.0)) for _ in range(3)]
     assert delays == [0.5, 1.0, 2.0]
+
+
+def test_with_nothing_learned_only_probe_rows_are_polled_at_first() -> None:
+    clock = [0.0]
+    scheduler, batch = offline_scheduler(n_rows=20, min_interval=2.0, finish_margin=0.1)
+    scheduler._clock = lambda: clock[0]
+    assert scheduler.pick_up() == 20
+    # One row in ten is polled at min_interval; the others only decide then.
+    assert len(scheduler._deferred) == 18
+    assert sorted(due for due, _, _ in scheduler._heap) == [2.0] * 20
+    clock[0] = 2.0
+    deferred = batch.rows[1]
+    assert deferred.position in scheduler._deferred
+    plan = scheduler._plans[deferred.position]
+    # The probes told nothing (fewer than 3 finished runs): the row is polled now.
+    assert scheduler.deferred_delay(deferred, plan) is None
+    # They told that 3 of 30 runs ended within 2 s: the row waits as a polled one would.
+    for seconds in (1.0, 1.5, 2.0):
+        scheduler.model.learn(*finished(seconds))
+    for _ in range(27):
+        scheduler.model.observe(_RowPlan(2.0), 2.0)
+    assert scheduler.deferred_delay(deferred, plan) == pytest.approx(27**0.5 + 0.1)
