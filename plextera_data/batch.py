@@ -135,6 +135,7 @@ class Batch:
         self._plan_options: dict[str, Any] = {}
         #: Client clock minus the API's clock, in seconds (``None``: not measured yet).
         self.clock_offset: float | None = None
+        self._latest_server_time: tuple[float, datetime] | None = None  # (monotonic, API time)
 
     # ------------------------------------------------------------------ clocks
 
@@ -147,10 +148,15 @@ class Batch:
         sample = (received_at - server_time).total_seconds()
         if self.clock_offset is None or sample < self.clock_offset:
             self.clock_offset = sample
+        self._latest_server_time = (time.monotonic(), server_time)
 
-    def server_now(self) -> datetime:
+    def server_now(self, rate: float = 1.0) -> datetime:
         """The API's current time as estimated from this client's clock (see
-        :meth:`note_server_time`); the client's clock until a start has been answered."""
+        :meth:`note_server_time`); the client's clock until a start has been answered.
+        ``rate``: the API's seconds per client second (a sped-up simulator's speed)."""
+        if rate != 1.0 and self._latest_server_time is not None:
+            seen_at, server_time = self._latest_server_time
+            return server_time + timedelta(seconds=rate * (time.monotonic() - seen_at))
         now = datetime.now(UTC)
         return now - timedelta(seconds=self.clock_offset) if self.clock_offset else now
 

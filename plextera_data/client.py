@@ -92,6 +92,8 @@ BASE_URL_ENV = "PLEXTERA_BASE_URL"
 DEFAULT_BASE_URL = "https://api.plextera.com/api/public/v1"
 #: 30 s for reading an answer, 10 s to open a connection.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+#: Sent by the project's simulator (not by the vendor): simulated seconds per wall second.
+SIMULATOR_SPEED_HEADER = "X-Plextera-Simulator-Speed"
 
 #: A file to upload: a path, bytes, a binary file object, or ``(filename, content[, type])``.
 FileInput: TypeAlias = (
@@ -444,6 +446,10 @@ class AsyncClient:
         self._clock = clock if clock is not None else time.monotonic
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._closed = False
+        #: The API's seconds per second of this client's clock: 1.0, unless the API said
+        #: otherwise (the simulator, sped up, does in ``X-Plextera-Simulator-Speed``). The
+        #: poller uses it to turn the runs' times into its own.
+        self.clock_rate = 1.0
 
     # ------------------------------------------------------------------ configuration
 
@@ -549,6 +555,11 @@ class AsyncClient:
                 request_id=request_id,
                 request_sent=not not_sent,
             ) from _safe_cause(exc, redact)
+        speed = response.headers.get(SIMULATOR_SPEED_HEADER)
+        if speed is not None:
+            with contextlib.suppress(ValueError):
+                if 0 < float(speed) < math.inf:
+                    self.clock_rate = float(speed)
         return self._read(response, method, path, request_id, redact)
 
     def _read(

@@ -5,7 +5,8 @@ sends each due GET through the batch's :class:`~plextera_data.pacing.Pacer` (a c
 in flight and per second, and one shared pause after a 429).
 
 When to poll a run next (all times in the run's own seconds; ``time_scale`` converts them to the
-client's clock, for a sped-up simulator):
+client's clock: 1, or ``1 / speed`` for a sped-up simulator, which says its speed in every
+answer):
 
 * **From the run itself.** After ``k`` of ``n`` steps the run's ``updatedAt`` tells when step
   ``k`` ended, so ``t_k / (fraction of a run spent in the first k steps)`` predicts when it ends.
@@ -44,6 +45,7 @@ import random
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from plextera_data import errors
@@ -71,7 +73,8 @@ class PollSettings:
     """How the scheduler paces its polls. Pass any field to ``wait``/``watch`` as a keyword.
 
     Intervals are in seconds of the run's clock; ``time_scale`` (client seconds per run second)
-    converts them, for a simulator that runs faster than real time (``1 / speed``).
+    converts them, for a simulator that runs faster than real time (``1 / speed``). ``None``
+    (the default): the API's own word (the simulator sends its speed), else 1.
     ``max_in_flight`` and ``max_per_second`` set the batch's pacer (``None``: leave it as is).
     """
 
@@ -85,7 +88,7 @@ class PollSettings:
     slow_after_failures: int = 5
     slow_interval: float = 60.0
     max_retry_after: float = 60.0
-    time_scale: float = 1.0
+    time_scale: float | None = None
     max_in_flight: int | None = None
     max_per_second: float | None = None
     seed: int | None = None
@@ -97,7 +100,7 @@ class PollSettings:
             raise ValueError(f"backoff must be >= 1, got {self.backoff}")
         if not 0 <= self.jitter < 1:
             raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
-        if self.time_scale <= 0:
+        if self.time_scale is not None and self.time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {self.time_scale}")
         if not 0 < self.quantile < 1:
             raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
@@ -305,8 +308,18 @@ class Scheduler:
 
     # ------------------------------------------------------------------ times
 
+    @property
+    def time_scale(self) -> float:
+        """Client seconds per run second: the setting, else what the API said of its clock."""
+        if self.settings.time_scale is not None:
+            return self.settings.time_scale
+        return 1.0 / self.batch.aclient.clock_rate
+
+    def _api_now(self) -> datetime:
+        return self.batch.server_now(rate=1.0 / self.time_scale)
+
     def _client_seconds(self, run_seconds: float) -> float:
-        return run_seconds * self.settings.time_scale
+        return run_seconds * self.time_scale
 
     def _jittered(self, seconds: float) -> float:
         j = self.settings.jitter
@@ -331,8 +344,7 @@ class Scheduler:
             self._plans[row.position] = plan
             age = 0.0
             if row.submitted_at is not None:
-                age = (self.batch.server_now() - row.submitted_at).total_seconds()
-                age = max(0.0, age / self.settings.time_scale)
+                age = max(0.0, (self._api_now() - row.submitted_at).total_seconds())
             plan.picked_at, plan.age = self._clock(), age
             first = self.model.predict_end(plan, row.run or Run(id=row.run_id, status=None), age)
             delay = (first - age + self.settings.finish_margin) if first else plan.interval - age
@@ -365,15 +377,14 @@ class Scheduler:
         start = run.started_at or run.created_at or row.submitted_at
         if start is None:
             return 0.0
-        since = (self.batch.server_now() - start).total_seconds()
-        return max(0.0, since) / self.settings.time_scale
+        return max(0.0, (self._api_now() - start).total_seconds())
 
     def deferred_delay(self, row: RowState, plan: _RowPlan) -> float | None:
         """Run seconds until a row not polled yet should be polled (``None``: now). Its age is
         counted from when it was picked up (a run it carries from a journal may be stale)."""
         steps = row.run.steps_total if row.run is not None else None
         run = Run(id=row.run_id, status=None, steps_total=steps or self.model.steps_total)
-        elapsed = plan.age + (self._clock() - plan.picked_at) / self.settings.time_scale
+        elapsed = plan.age + (self._clock() - plan.picked_at) / self.time_scale
         end = self.model.predict_end(plan, run, elapsed)
         if end is None or end <= elapsed:
             return None
@@ -450,7 +461,7 @@ class Scheduler:
                 retry_after = min(retry_after, s.max_retry_after)
             self.batch.pacer.on_rate_limited(retry_after)  # pauses every request of the batch
             pause = retry_after if retry_after is not None else 1.0  # client seconds
-            self._push(row, pause / s.time_scale + s.min_interval * self._rng.random())
+            self._push(row, pause / self.time_scale + s.min_interval * self._rng.random())
             return
         plan = self._plans[row.position]
         plan.failures += 1

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -506,3 +507,39 @@ def test_with_nothing_learned_only_probe_rows_are_polled_at_first() -> None:
     for _ in range(27):
         scheduler.model.observe(_RowPlan(2.0), 2.0)
     assert scheduler.deferred_delay(deferred, plan) == pytest.approx(27**0.5 + 0.1)
+
+
+def test_the_poller_takes_a_sped_up_simulators_clock_from_its_answers() -> None:
+    """Against a simulator running 100x, with no time_scale given: the client reads the speed
+    the simulator declares, and the poller's idea of the API's time follows the simulated clock
+    (the runs' times are simulated; polls must be spaced in wall time)."""
+    import plextera_data as px
+    from plextera_data.client import SIMULATOR_SPEED_HEADER
+    from plextera_data.poll import PollSettings, Scheduler
+    from plextera_data.progress import NullReporter
+
+    sim = Simulator(seed=4, speed=SPEED)
+    with sim.serve() as server:
+        client = Client(api_key=sim.api_key, base_url=server.base_url)
+        assert client.aclient.clock_rate == 1.0  # nothing heard yet
+        frame = pd.DataFrame({"durationSeconds": [5.0, 10.0, 20.0]})
+        batch = px.submit(frame, "variable-duration", client=client, progress=False)
+        assert client.aclient.clock_rate == SPEED
+
+        async def check() -> None:
+            scheduler = Scheduler(batch, PollSettings(), NullReporter())
+            assert scheduler.time_scale == pytest.approx(1 / SPEED)
+            gap = (scheduler._api_now() - sim.clock.now()).total_seconds()
+            assert abs(gap) < 30  # simulated seconds: 0.3 s of wall time at 100x
+            explicit = Scheduler(batch, PollSettings(time_scale=0.5), NullReporter())
+            assert explicit.time_scale == 0.5  # a setting wins over the API's word
+
+        asyncio.run(check())
+        batch.wait(progress=False)
+        assert_all_accounted(batch, sim)
+        assert sum(r.polls for r in batch.rows) <= 3 * 6
+
+    manual = Simulator(seed=4, speed=None)  # a manual clock declares no speed
+    with manual.serve() as server:
+        answer = httpx.get(f"{server.base_url}/workflow-runs/x")
+        assert SIMULATOR_SPEED_HEADER.lower() not in answer.headers

@@ -5,6 +5,9 @@ Routing is done on the *raw* path, one percent-decoded segment at a time, so tha
 holding ``/`` (sent as ``%2F``) stays one id and ``..%2Fadmin`` can never reach another path.
 Every answer carries ``X-Request-Id`` (the client's, echoed, or a new ``req_...``); every error
 uses the vendor's envelope ``{"error": {"code", "message", "requestId", "retryable", "details"?}}``.
+A simulator whose clock runs at a fixed speed also says so in ``X-Plextera-Simulator-Speed``
+(simulated seconds per wall second; not a vendor header): the client reads it, so that the
+poller converts the runs' times to its own (see ``AsyncClient.clock_rate``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
+from plextera_data.client import SIMULATOR_SPEED_HEADER as SPEED_HEADER
 from plextera_data.simulator.faults import Fault
 from plextera_data.simulator.files import (
     MultipartError,
@@ -275,6 +279,9 @@ class SimulatorApp:
 
     async def _send(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
         self.sim._account_status(response.status_code)
+        speed = self.sim.clock.speed
+        if speed is not None:
+            response.headers[SPEED_HEADER] = f"{speed:g}"
         await response(scope, receive, send)
 
     async def _drop(self, scope: Scope, receive: Receive) -> None:
