@@ -85,9 +85,14 @@ def run_loop(base_url: str, key: str, frame: pd.DataFrame, concurrency: int, _: 
 
 
 def run_library(
-    base_url: str, key: str, frame: pd.DataFrame, concurrency: int, journal: Path
+    base_url: str,
+    key: str,
+    frame: pd.DataFrame,
+    concurrency: int,
+    journal: Path | None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> None:
-    client = px.Client(api_key=key, base_url=base_url)
+    client = px.Client(api_key=key, base_url=base_url, transport=transport)
     px.submit(
         frame, "echo", client=client, journal=journal, progress=False, concurrency=concurrency
     )

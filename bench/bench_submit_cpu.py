@@ -20,9 +20,7 @@ from typing import Any
 
 import httpx
 import pandas as pd
-from bench_submit import the_frame  # this folder is on sys.path when run as a script
-
-import plextera_data as px
+from bench_submit import run_library, the_frame  # this folder is on sys.path as a script
 
 _served = 0
 
@@ -64,18 +62,6 @@ async def hand_written(frame: pd.DataFrame, concurrency: int) -> None:
         await asyncio.gather(*(one(b) for b in bodies))
 
 
-def library(frame: pd.DataFrame, concurrency: int, journal: Path | None) -> None:
-    client = px.Client(
-        api_key="k",
-        base_url="http://127.0.0.1/api/public/v1",
-        transport=httpx.MockTransport(answer),
-    )
-    px.submit(
-        frame, "echo", client=client, journal=journal, progress=False, concurrency=concurrency
-    )
-    client.close()
-
-
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 5_000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 4
@@ -89,7 +75,8 @@ def main() -> None:
                 if label == "httpx loop":
                     asyncio.run(hand_written(frame, 16))
                 else:
-                    library(frame, 16, journal)
+                    url = "http://127.0.0.1/api/public/v1"
+                    run_library(url, "k", frame, 16, journal, httpx.MockTransport(answer))
                 cpu[label].append((time.process_time() - start) / rows * 1e6)
     print(f"{rows} rows, {rounds} rounds, no server (httpx.MockTransport); CPU µs per row")
     for label, values in cpu.items():
