@@ -8,8 +8,9 @@ in-process simulator with 0 %, 1 %, 5 % and 20 % of POSTs answered 429 at random
 (``Retry-After`` ``--retry-after`` s, the simulator's ``Fault("rate_limit", rate=...)``); in a
 *storm*: every POST answered 429 from t=5 s to t=15 s; and against a server that takes at most
 ``--capacity`` POSTs per second (a token bucket in the transport wrapper, 429 beyond it), where
-sending faster than the server takes only earns 429s. Contenders: the pacer as it was before
-(``LegacyPacer``, a copy), the current one, and the current one with ``recover_every=0``.
+sending faster than the server takes only earns 429s. Contenders: the pacer's policy as it was
+before (``LegacyPacer``, on the current admission code), the current one, and the current one
+with ``recover_every=0``.
 
 Time is simulated: the event loop's clock jumps to the next timer whenever nothing is ready
 (``bench_poll.VirtualTimeLoop``), the simulator reads that clock, and the pacer is given it. The
@@ -35,8 +36,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,9 +61,10 @@ ECHO = Workflow(
 STORM = (5.0, 15.0)  # simulated seconds during which every POST is answered 429
 
 
-class LegacyPacer:
-    """The pacer as shipped before this benchmark (commit c7108b4), for comparison: halves the
-    cap on the first 429 of each pause, +1 after every 20 successes in a row, floor 1."""
+class LegacyPacer(Pacer):
+    """The pacer's policy as shipped before this benchmark (commit c7108b4), for comparison:
+    halves the cap on the first 429 of each pause, +1 after every 20 successes in a row, floor
+    1. Admission (pause, cap, slots) is the current pacer's; only the policy differs."""
 
     def __init__(
         self,
@@ -74,43 +75,11 @@ class LegacyPacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.max_in_flight = max_in_flight
-        self.min_in_flight = max(1, min(min_in_flight, max_in_flight))
+        super().__init__(
+            max_in_flight=max_in_flight, min_in_flight=min_in_flight, clock=clock, sleep=sleep
+        )
         self.recover_after = recover_after
-        self._clock = clock
-        self._sleep = sleep
-        self.limit = max_in_flight
-        self.rate = None
-        self.in_flight = 0
-        self.paused_until = 0.0
-        self.rate_limited = 0
         self._successes = 0
-        self._changed = asyncio.Event()
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        await self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
-
-    async def acquire(self) -> None:
-        while True:
-            now = self._clock()
-            if now < self.paused_until:
-                await self._sleep(self.paused_until - now)
-                continue
-            if self.in_flight >= self.limit:
-                self._changed.clear()
-                await self._changed.wait()
-                continue
-            self.in_flight += 1
-            return
-
-    def release(self) -> None:
-        self.in_flight -= 1
-        self._changed.set()
 
     def on_success(self) -> None:
         self._successes += 1
@@ -118,7 +87,6 @@ class LegacyPacer:
             self._successes = 0
             if self.limit < self.max_in_flight:
                 self.limit += 1
-                self._changed.set()
 
     def on_rate_limited(self, retry_after: float | None) -> None:
         self.rate_limited += 1
