@@ -558,8 +558,9 @@ class AsyncClient:
         speed = response.headers.get(SIMULATOR_SPEED_HEADER)
         if speed is not None:
             with contextlib.suppress(ValueError):
-                if 0 < float(speed) < math.inf:
-                    self.clock_rate = float(speed)
+                rate = float(speed)
+                if 0 < rate < math.inf:
+                    self.clock_rate = rate
         return self._read(response, method, path, request_id, redact)
 
     def _read(
