@@ -18,24 +18,28 @@ Three reporters, picked by :func:`open_progress`:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import html
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
 __all__ = [
+    "FailureGroup",
     "FailureNote",
     "NullReporter",
+    "PacingState",
     "ProgressReporter",
     "Snapshot",
     "TextReporter",
     "TqdmReporter",
     "WidgetReporter",
+    "follow",
     "format_duration",
     "in_notebook",
     "open_progress",
@@ -54,13 +58,66 @@ class FailureNote:
 
 
 @dataclass(frozen=True)
+class FailureGroup:
+    """Rows that went wrong the same way: one kind and one error code, counted once.
+
+    ``kind``: ``"submission uncertain"``, ``"submission failed"``, ``"failed"``, ``"closed"``,
+    ``"still running"`` or ``"failing to poll"``. ``code``: the vendor's error code
+    (``FORBIDDEN``, ``UNSUPPORTED_DOCUMENT``...), else the exception's type name, else ``None``.
+    ``row_keys``: the first few rows of the group (at most :data:`GROUP_KEYS_KEPT`), ``count``
+    all of them. ``message``: the full message of the group's latest row; ``run_id`` its run.
+    """
+
+    kind: str
+    code: str | None
+    count: int
+    row_keys: tuple[Any, ...] = ()
+    message: str = ""
+    run_id: str | None = None
+
+
+#: Row keys a :class:`FailureGroup` keeps (its ``count`` counts all of them).
+GROUP_KEYS_KEPT = 5
+
+
+@dataclass(frozen=True)
+class PacingState:
+    """How the batch's requests are paced right now (from its :class:`~plextera_data.pacing.Pacer`).
+
+    ``paused_for``: seconds left of a pause after a 429 (0: none); ``rate_limited``: 429s so far;
+    ``limit`` / ``max_in_flight``: the adaptive cap on requests in flight and its ceiling;
+    ``requests_per_second``: answers per second over the last few seconds (``None``: too early);
+    ``backing_off``: rows whose polls are spaced out after failed GETs.
+    """
+
+    in_flight: int = 0
+    limit: int = 0
+    max_in_flight: int = 0
+    paused_for: float = 0.0
+    rate_limited: int = 0
+    requests_per_second: float | None = None
+    backing_off: int = 0
+
+    @property
+    def slowed(self) -> bool:
+        """True when the API's answers hold the batch back (a pause, a cap below its ceiling,
+        or polls backing off)."""
+        return self.paused_for > 0 or self.limit < self.max_in_flight or self.backing_off > 0
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Where a batch stands. Counts add up to ``total``.
 
     ``not_submitted``: rows not yet sent; ``submitting``: POST in flight; ``uncertain``: a start
     whose outcome is unknown ("submission uncertain"); ``submit_failed``: a start the API refused;
     ``running``: accepted, not terminal; ``completed`` / ``failed`` / ``closed``: terminal.
-    ``elapsed`` is in seconds since the batch (or this wait) started.
+    ``poll_errors``: rows whose GETs failed several times in a row ("failing to poll").
+    ``elapsed`` is in seconds since the batch (or this wait) started. ``phase`` is
+    ``"submitting"`` while rows are being sent, ``"polling"`` after, ``"done"`` or ``"stopped"``
+    at the end. ``failures`` groups the rows that went wrong by kind and error code;
+    ``workflow_id`` and ``journal`` (its file name) say which batch this is; ``pacing`` why it
+    may be slow.
     """
 
     total: int
@@ -76,6 +133,10 @@ class Snapshot:
     elapsed: float = 0.0
     phase: str = "polling"  # "submitting" | "polling" | "done" | "stopped"
     recent_failures: Sequence[FailureNote] = field(default_factory=tuple)
+    failures: Sequence[FailureGroup] = field(default_factory=tuple)
+    workflow_id: str | None = None
+    journal: str | None = None
+    pacing: PacingState | None = None
 
     @property
     def finished(self) -> int:
@@ -533,3 +594,31 @@ def open_progress(
         except ImportError:  # pragma: no cover - tqdm is a dependency
             return TextReporter(out)
     return TextReporter(out)
+
+
+# --------------------------------------------------------------------------- the heartbeat
+
+#: Seconds between two snapshots fed to a reporter by :func:`follow`.
+HEARTBEAT = 0.25
+
+
+@contextlib.asynccontextmanager
+async def follow(
+    reporter: ProgressReporter, snapshot: Callable[[], Snapshot], *, interval: float = HEARTBEAT
+) -> AsyncIterator[None]:
+    """Feed ``reporter`` a fresh ``snapshot()`` now and every ``interval`` seconds, on the running
+    loop, until the block ends (the engines never call the reporter: it reads the batch's state,
+    so the display moves while nothing answers). The caller closes the reporter."""
+
+    async def beat() -> None:
+        while True:
+            reporter.update(snapshot())
+            await asyncio.sleep(interval)
+
+    task = asyncio.get_running_loop().create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
