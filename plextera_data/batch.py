@@ -1,37 +1,49 @@
-"""A submitted DataFrame: :class:`Batch` holds one :class:`RowState` per input row.
+"""A submitted DataFrame: :class:`Batch`, the public face over a ledger and its engines.
 
-The batch is the one place where a row's state changes: submission (:mod:`plextera_data.submit`)
-and polling (:mod:`plextera_data.poll`) both go through it, and it writes every change to the
-journal when there is one. ``batch.status`` is a live DataFrame view indexed like the input.
+``Batch`` composes what the layers below it do: the :class:`~plextera_data.ledger.Ledger` (the
+rows' state and journal), the :class:`~plextera_data.sending.Sender` (starts), the
+:class:`~plextera_data.poll.Scheduler` (polls), the batch's shared
+:class:`~plextera_data.pacing.Pacer` and a progress display per call. Nothing below imports it.
 
-Row statuses are uppercase, like the API's: before the API accepts a row it is
-``NOT_SUBMITTED``, ``SUBMITTING`` (POST in flight), ``SUBMISSION_UNCERTAIN`` (a POST whose outcome
-is unknown: a run may or may not exist; never re-sent without ``batch.resubmit``) or
-``SUBMISSION_FAILED`` (the API refused it, no run exists). After that it carries the API's
-status (``PROCESSING``, ``QUEUED``, ``COMPLETED``, ``FAILED``, ``CLOSED``, or any new one).
+Made by :func:`plextera_data.submit` or :func:`plextera_data.resume`, not directly.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
+import logging
+import sys
 import time
-from collections import Counter, deque
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pandas as pd
 
-from plextera_data.models import Run, is_terminal
+from plextera_data import errors
+from plextera_data._loop import run_sync
+from plextera_data.client import AsyncClient, Client
+from plextera_data.clock import ApiClock
+from plextera_data.flatten import flatten, results
+from plextera_data.journal import Journal
+from plextera_data.ledger import (
+    LOCAL_STATUSES,
+    NOT_SUBMITTED,
+    SUBMISSION_FAILED,
+    SUBMISSION_UNCERTAIN,
+    SUBMITTING,
+    Ledger,
+    RowState,
+)
+from plextera_data.models import FAILURE_STATUSES, Run
 from plextera_data.pacing import Pacer
-from plextera_data.progress import FailureNote, Snapshot
-
-if TYPE_CHECKING:
-    from plextera_data.client import AsyncClient, Client
-    from plextera_data.journal import Journal
-    from plextera_data.rows import RowRequest
-    from plextera_data.tables import Tables
+from plextera_data.poll import PollSettings, Scheduler
+from plextera_data.progress import PacingState, Snapshot, follow, open_progress
+from plextera_data.rows import RowRequest, plan_requests
+from plextera_data.sending import Sender
+from plextera_data.tables import Tables
 
 __all__ = [
     "LOCAL_STATUSES",
@@ -40,276 +52,240 @@ __all__ = [
     "SUBMISSION_UNCERTAIN",
     "SUBMITTING",
     "Batch",
+    "PlanOptions",
     "RowState",
 ]
 
-NOT_SUBMITTED = "NOT_SUBMITTED"
-SUBMITTING = "SUBMITTING"
-SUBMISSION_UNCERTAIN = "SUBMISSION_UNCERTAIN"
-SUBMISSION_FAILED = "SUBMISSION_FAILED"
-#: Statuses a row has before the API accepted it (no run id).
-LOCAL_STATUSES: frozenset[str] = frozenset(
-    {NOT_SUBMITTED, SUBMITTING, SUBMISSION_UNCERTAIN, SUBMISSION_FAILED}
-)
+T = TypeVar("T")
 
-_SNAPSHOT_FIELD = {
-    NOT_SUBMITTED: "not_submitted",
-    SUBMITTING: "submitting",
-    SUBMISSION_UNCERTAIN: "uncertain",
-    SUBMISSION_FAILED: "submit_failed",
-    "COMPLETED": "completed",
-    "FAILED": "failed",
-    "CLOSED": "closed",
-}
-_NOTED = frozenset({SUBMISSION_UNCERTAIN, SUBMISSION_FAILED, "FAILED", "CLOSED"})
+logger = logging.getLogger("plextera_data")
+
+BodyFunction = Callable[[pd.Series], Mapping[str, Any]]
 
 
-@dataclass
-class RowState:
-    """Where one input row stands: its key, fingerprint, run id and status (see the module)."""
+@dataclass(frozen=True)
+class PlanOptions:
+    """How the batch's rows map to requests (kept for :meth:`Batch.resubmit`); ``body_name``
+    names a ``body=`` function that a resumed batch no longer has."""
 
-    key: Any
-    position: int
-    fingerprint: str
-    run_id: str | None = None
-    status: str = NOT_SUBMITTED
-    error: str | None = None
-    request_id: str | None = None
-    attempts: int = 0
-    polls: int = 0
-    poll_failures: int = 0
-    submitted_at: datetime | None = None
-    finished_at: datetime | None = None
-    run: Run | None = None
-    #: The key as the journal writes it (set when the batch has a journal).
-    key_text: str = field(default="", repr=False)
-
-
-def _snapshot_field(status: str) -> str:
-    return _SNAPSHOT_FIELD.get(status, "running")
+    body: BodyFunction | None = None
+    columns: Sequence[Any] | None = None
+    files: Sequence[Any] | None = None
+    sep: str = "."
+    body_name: str | None = None
 
 
 class Batch:
     """The rows of one DataFrame submitted as runs of one workflow.
 
-    Made by :func:`plextera_data.submit` or :func:`plextera_data.resume`, not directly.
-
-        batch = px.submit(df, "daily-lab-loader", journal="labs.plextera.db")
-        batch.wait()
-        batch.status.query("status == 'FAILED'")
+    batch = px.submit(df, "daily-lab-loader", journal="labs.plextera.db")
+    batch.wait()
+    batch.status.query("status == 'FAILED'")
     """
 
     def __init__(
         self,
-        workflow_id: str,
         client: Client,
-        rows: list[RowState],
-        index: pd.Index,
+        ledger: Ledger,
         *,
-        journal: Journal | None = None,
-        journal_batch_id: int | None = None,
         pacer: Pacer | None = None,
         frame: pd.DataFrame | None = None,
         requests: Sequence[RowRequest] | None = None,
-        changed_rows: Sequence[Any] = (),
+        plan: PlanOptions | None = None,
+        adopted: Mapping[Any, Any] | None = None,
     ) -> None:
-        self.workflow_id = workflow_id
         self.client = client
-        self.journal = journal
-        self.journal_batch_id = journal_batch_id
-        self.rows = rows
-        self.index = index
+        self.ledger = ledger
         self.pacer = pacer if pacer is not None else Pacer()
         self.frame = frame
         self.requests: list[RowRequest] | None = list(requests) if requests is not None else None
-        #: Keys of rows that differ from what the journal says was sent for them (not re-sent).
-        self.changed_rows: list[Any] = list(changed_rows)
-        self._counts: Counter[str] = Counter(_snapshot_field(r.status) for r in rows)
-        self._poll_errors = sum(1 for r in rows if r.poll_failures)
-        self._recent: deque[FailureNote] = deque(maxlen=5)
-        self._started = time.monotonic()
-        self._reporter: Any = None
-        self._poller: Any = None
-        self._by_key: dict[Any, RowState] | None = None
-        #: How rows map to requests (body, columns, files, sep), for resubmit.
-        self._plan_options: dict[str, Any] = {}
-        #: Client clock minus the API's clock, in seconds (``None``: not measured yet).
-        self.clock_offset: float | None = None
-        self._latest_server_time: tuple[float, datetime] | None = None  # (monotonic, API time)
+        #: New key -> old key of rows whose start the journal recorded under another key.
+        self.adopted: dict[Any, Any] = dict(adopted or {})
+        self.clock = ApiClock(rate=self.aclient.clock_rate)
+        self._plan = plan if plan is not None else PlanOptions()
+        self._sender = Sender(
+            ledger, self.aclient, self.pacer, self.clock, workflow_id=ledger.workflow_id
+        )
+        self._scheduler: Scheduler | None = None
+        self._watch_task: asyncio.Task[Any] | None = None
+        self._call_started = time.monotonic()
 
-    # ------------------------------------------------------------------ clocks
+    # ------------------------------------------------------------------ what it holds
 
-    def note_server_time(self, server_time: datetime | None, received_at: datetime) -> None:
-        """Learn the API's clock from a timestamp it set just before answering (a new run's
-        ``createdAt``). The smallest ``received_at - server_time`` seen is the skew plus the
-        fastest answer's latency, so the estimate only gets better."""
-        if server_time is None:
-            return
-        sample = (received_at - server_time).total_seconds()
-        if self.clock_offset is None or sample < self.clock_offset:
-            self.clock_offset = sample
-        self._latest_server_time = (time.monotonic(), server_time)
+    @property
+    def workflow_id(self) -> str:
+        """The workflow every row runs."""
+        return self.ledger.workflow_id
 
-    def server_now(self, rate: float = 1.0) -> datetime:
-        """The API's current time as estimated from this client's clock (see
-        :meth:`note_server_time`); the client's clock until a start has been answered.
-        ``rate``: the API's seconds per client second (a sped-up simulator's speed)."""
-        if rate != 1.0 and self._latest_server_time is not None:
-            seen_at, server_time = self._latest_server_time
-            return server_time + timedelta(seconds=rate * (time.monotonic() - seen_at))
-        now = datetime.now(UTC)
-        return now - timedelta(seconds=self.clock_offset) if self.clock_offset else now
-
-    # ------------------------------------------------------------------ clients
+    @property
+    def journal(self) -> Journal | None:
+        """The batch's journal, if it has one."""
+        return self.ledger.journal
 
     @property
     def aclient(self) -> AsyncClient:
         """The :class:`~plextera_data.AsyncClient` behind :attr:`client`."""
         return self.client.aclient
 
-    # ------------------------------------------------------------------ state changes
-
-    def set_status(self, row: RowState, status: str, *, error: str | None = None) -> None:
-        """Change a row's status (and error), keeping the counts; not journaled (see save)."""
-        if status != row.status:
-            self._counts[_snapshot_field(row.status)] -= 1
-            self._counts[_snapshot_field(status)] += 1
-            row.status = status
-            if status in _NOTED:
-                self._recent.append(FailureNote(row.key, row.run_id, error or row.error or status))
-        row.error = error
-
-    def save(self, row: RowState) -> None:
-        """Write the row's state to the journal (committed at the next flush / loop turn)."""
-        if self.journal is None or self.journal_batch_id is None:
-            return
-        self.journal.save_row(
-            self.journal_batch_id,
-            row.key_text,
-            fingerprint=row.fingerprint,
-            run_id=row.run_id,
-            status=row.status,
-            error=row.error,
-            request_id=row.request_id,
-            attempts=row.attempts,
-            submitted_at=row.submitted_at,
-            finished_at=row.finished_at,
-        )
-
-    def record_run(self, row: RowState, run: Run) -> bool:
-        """Apply a fetched run to its row; returns True if the status changed.
-
-        A change is journaled; a terminal run gets ``finished_at`` (the run's ``completedAt``
-        if given) and its final JSON is written to the journal once.
-        """
-        row.run = run
-        if row.poll_failures:
-            row.poll_failures = 0
-            self._poll_errors -= 1
-        if row.run_id is None and run.id:
-            row.run_id = run.id
-        status = run.status
-        changed = status is not None and status != row.status
-        if changed:
-            assert status is not None
-            error = None
-            if run.error is not None:
-                error = ": ".join(t for t in (run.error.code, run.error.message) if t) or None
-            self.set_status(row, status, error=error)
-        elif row.error is not None and row.status not in LOCAL_STATUSES and run.error is None:
-            row.error = None  # a poll error that has passed
-        terminal_now = is_terminal(status) and row.finished_at is None
-        if terminal_now:
-            row.finished_at = run.completed_at or datetime.now(UTC)
-            if self.journal is not None and self.journal_batch_id is not None and run.id:
-                self.journal.save_final_run(self.journal_batch_id, run.id, run.raw)
-        if changed or terminal_now:
-            self.save(row)
-            if self.journal is not None:
-                self.journal.commit_soon()
-        return changed
-
-    def record_poll_error(self, row: RowState, exc: BaseException) -> None:
-        """A GET for this row's run failed: keep the row, remember the error."""
-        if row.poll_failures == 0:
-            self._poll_errors += 1
-        row.poll_failures += 1
-        row.error = str(exc)
-
-    # ------------------------------------------------------------------ views
-
-    def pending_poll(self) -> list[RowState]:
-        """Rows that have a run whose status is not terminal, in input order."""
-        return [
-            r
-            for r in self.rows
-            if r.run_id is not None and r.status not in LOCAL_STATUSES and not is_terminal(r.status)
-        ]
+    @property
+    def rows(self) -> list[RowState]:
+        """One :class:`~plextera_data.ledger.RowState` per input row, in input order."""
+        return self.ledger.rows
 
     @property
-    def runs(self) -> list[Run]:
-        """The latest model of each row's run, in input order (rows without a run left out)."""
-        return [r.run for r in self.rows if r.run is not None and r.run_id is not None]
+    def index(self) -> pd.Index:
+        """The input frame's index."""
+        return self.ledger.index
 
     @property
-    def row_keys(self) -> dict[str, Any]:
-        """``run_id -> row key`` for every row with a run."""
-        return {r.run_id: r.key for r in self.rows if r.run_id is not None}
+    def changed_rows(self) -> list[Any]:
+        """Keys of rows that differ from what the journal says was sent for them (not re-sent)."""
+        return self.ledger.changed_rows
 
     def row(self, key: Any) -> RowState:
-        """The :class:`RowState` of the row with index value ``key``."""
-        if self._by_key is None or len(self._by_key) != len(self.rows):
-            self._by_key = {r.key: r for r in self.rows}
-        try:
-            return self._by_key[key]
-        except KeyError:
-            raise KeyError(f"No row with key {key!r} in this batch") from None
+        """The :class:`~plextera_data.ledger.RowState` of the row with index value ``key``."""
+        return self.ledger.row(key)
 
     @property
     def counts(self) -> dict[str, int]:
         """Rows per status, most common first."""
-        return dict(Counter(r.status for r in self.rows).most_common())
+        return self.ledger.counts
 
     @property
     def status(self) -> pd.DataFrame:
         """One row per input row (same index, same order): ``run_id``, ``status``, ``error``,
         ``request_id``, ``attempts``, ``submitted_at``, ``finished_at`` (UTC) and ``polls``."""
-        rows = self.rows
-        frame = pd.DataFrame(
-            {
-                "run_id": pd.array([r.run_id for r in rows], dtype="str"),
-                "status": pd.array([r.status for r in rows], dtype="str"),
-                "error": pd.array([r.error for r in rows], dtype="str"),
-                "request_id": pd.array([r.request_id for r in rows], dtype="str"),
-                "attempts": pd.array([r.attempts for r in rows], dtype="int64"),
-                "submitted_at": _utc_column([r.submitted_at for r in rows]),
-                "finished_at": _utc_column([r.finished_at for r in rows]),
-                "polls": pd.array([r.polls for r in rows], dtype="int64"),
-            },
-            index=self.index,
-        )
-        return frame
+        return self.ledger.status_frame()
 
-    def snapshot(self, phase: str = "polling") -> Snapshot:
-        """Where the batch stands, for a progress reporter (cheap: kept counts)."""
-        counts = self._counts
-        return Snapshot(
-            total=len(self.rows),
-            not_submitted=counts["not_submitted"],
-            submitting=counts["submitting"],
-            uncertain=counts["uncertain"],
-            submit_failed=counts["submit_failed"],
-            running=counts["running"],
-            completed=counts["completed"],
-            failed=counts["failed"],
-            closed=counts["closed"],
-            poll_errors=self._poll_errors,
-            elapsed=time.monotonic() - self._started,
-            phase=phase,
-            recent_failures=tuple(self._recent),
+    @property
+    def runs(self) -> list[Run]:
+        """The latest model of each row's run, in input order (rows without a run left out)."""
+        return self.ledger.runs
+
+    @property
+    def row_keys(self) -> dict[str, Any]:
+        """``run_id -> row key`` for every row with a run."""
+        return self.ledger.row_keys
+
+    def snapshot(self, phase: str | None = None) -> Snapshot:
+        """Where the batch stands (what the progress display shows). ``phase`` defaults to
+        ``"submitting"`` while rows are being sent, else ``"polling"``."""
+        if phase is None:
+            phase = "submitting" if self._sender.active and self.ledger.unsent else "polling"
+        pacer = self.pacer
+        scheduler = self._scheduler
+        pacing = PacingState(
+            in_flight=pacer.in_flight,
+            limit=pacer.limit,
+            max_in_flight=pacer.max_in_flight,
+            paused_for=pacer.paused_for(),
+            rate_limited=pacer.rate_limited,
+            requests_per_second=pacer.answers_per_second(),
+            backing_off=scheduler.backing_off if scheduler is not None else 0,
+        )
+        return self.ledger.snapshot(
+            phase=phase, elapsed=time.monotonic() - self._call_started, pacing=pacing
         )
 
-    # ------------------------------------------------------------------ polling (poll.py)
+    # ------------------------------------------------------------------ one call, displayed
+
+    async def _displayed(
+        self, progress: Any, work: Awaitable[T], *, ended: Callable[[T], str]
+    ) -> T:
+        """Await ``work`` with one progress display fed by a heartbeat; the display closes on
+        the phase ``ended(result)`` names (``"stopped"`` if ``work`` raised)."""
+        reporter = open_progress(progress, total=len(self.rows))
+        self._call_started = time.monotonic()
+        phase = "stopped"
+        try:
+            async with follow(reporter, self.snapshot):
+                result = await work
+            phase = ended(result)
+            return result
+        finally:
+            reporter.close(self.snapshot(phase))
+
+    async def _poll(
+        self,
+        settings: PollSettings,
+        timeout: float | None,  # noqa: ASYNC109 - enforced as the scheduler's deadline
+        submission: asyncio.Future[Any] | None = None,
+    ) -> bool:
+        """Poll until every run is terminal (and ``submission`` is done); False on timeout."""
+        scheduler = Scheduler(self.ledger, self.aclient, self.pacer, self.clock, settings)
+        self._scheduler = scheduler
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            return await scheduler.run(deadline=deadline, submission=submission)
+        finally:
+            self.ledger.commit_quietly()
+            if self._scheduler is scheduler:
+                self._scheduler = None
+
+    async def _send_and_poll(
+        self, targets: Sequence[tuple[RowState, RowRequest]], settings: PollSettings
+    ) -> bool:
+        """Submit ``targets`` while polling the runs already accepted."""
+        task = asyncio.ensure_future(self._sender.send(targets))
+        try:
+            finished = await self._poll(settings, None, submission=task)
+        except BaseException:
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise
+        await task  # the poller returns once submission is over; be sure of it
+        return finished
+
+    async def submit_rows_async(
+        self,
+        targets: Sequence[tuple[RowState, RowRequest]],
+        *,
+        progress: Any = True,
+        wait: bool = False,
+    ) -> Batch:
+        """Send ``targets`` (rows of this batch and their planned requests) under one display;
+        with ``wait=True`` also poll until every run is terminal. Used by ``px.submit``."""
+        if wait:
+            await self._displayed(
+                progress,
+                self._send_and_poll(targets, PollSettings()),
+                ended=lambda finished: "done" if finished else "stopped",
+            )
+        else:
+            await self._displayed(progress, self._sender.send(targets), ended=lambda _: "submitted")
+        return self
+
+    # ------------------------------------------------------------------ polling
+
+    async def wait_async(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 - the public contract, enforced in _poll
+        progress: Any = True,
+        raise_on_failure: bool = False,
+        **limits: Any,
+    ) -> Batch:
+        """Async twin of :meth:`wait`."""
+        settings = PollSettings.from_limits(dict(limits))
+        finished = await self._displayed(
+            progress,
+            self._poll(settings, timeout),
+            ended=lambda done: "done" if done else "stopped",
+        )
+        if not finished:
+            running = len(self.ledger.pending_poll())
+            raise errors.BatchTimeoutError(
+                f"{running} of {len(self.rows)} runs still running after {timeout:g} s; "
+                f"{self._resume_hint()}",
+                still_running=running,
+            )
+        if raise_on_failure:
+            failure = self._failure_error()
+            if failure is not None:
+                raise failure
+        return self
 
     def wait(
         self,
@@ -318,58 +294,95 @@ class Batch:
         raise_on_failure: bool = False,
         **limits: Any,
     ) -> Batch:
-        """Poll every run until all are finished (see :func:`plextera_data.poll.wait`)."""
-        from plextera_data import poll
+        """Block until every run is terminal (or ``timeout`` seconds pass).
 
-        poll.wait(
-            self, timeout=timeout, progress=progress, raise_on_failure=raise_on_failure, **limits
+        Raises :class:`~plextera_data.errors.BatchTimeoutError` on timeout (call ``wait`` again
+        to go on), :class:`~plextera_data.errors.RunFailedError` with ``raise_on_failure=True``
+        if runs ended FAILED or CLOSED. ``limits``: :class:`~plextera_data.poll.PollSettings`
+        fields for this call only (``max_in_flight=8``, ``max_interval=10``, ...). Works in a
+        Jupyter cell. Ctrl-C stops cleanly: everything recorded so far stays, and the message
+        says how to resume.
+
+            batch.wait(timeout=600, max_in_flight=8)
+        """
+        coro = self.wait_async(
+            timeout=timeout, progress=progress, raise_on_failure=raise_on_failure, **limits
         )
-        return self
+        try:
+            return run_sync(coro)
+        except KeyboardInterrupt:
+            self._settle_interrupted()
+            message = (
+                f"Polling interrupted: {len(self.ledger.pending_poll())} of {len(self.rows)} "
+                f"runs still running; nothing recorded was lost. To go on, "
+                f"{self._resume_hint()}."
+            )
+            print(message, file=sys.stderr)
+            raise KeyboardInterrupt(message) from None
 
-    async def wait_async(
-        self,
-        timeout: float | None = None,  # noqa: ASYNC109 - the public contract, enforced in poll
-        progress: Any = True,
-        raise_on_failure: bool = False,
-        **limits: Any,
-    ) -> Batch:
-        """Async twin of :meth:`wait`."""
-        from plextera_data import poll
-
-        await poll.wait_async(
-            self, timeout=timeout, progress=progress, raise_on_failure=raise_on_failure, **limits
-        )
-        return self
+    def _settle_interrupted(self) -> None:
+        """After Ctrl-C in :meth:`wait`: cancel what polls, let it finish, commit."""
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.cancel()
+            with contextlib.suppress(BaseException):
+                run_sync(scheduler.settle())
+            self._scheduler = None
+        self.ledger.commit_quietly()
 
     def watch(self, progress: Any = True, **limits: Any) -> Batch:
-        """Poll in the background and return at once (see :func:`plextera_data.poll.watch`)."""
-        from plextera_data import poll
+        """Poll in the background and return at once (in a notebook, on the kernel's loop).
 
-        poll.watch(self, progress=progress, **limits)
+        ``batch.status`` and ``batch.tables()`` show partial results meanwhile;
+        :meth:`stop` cancels. Outside a running event loop this is :meth:`wait`.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self.wait(progress=progress, **limits)
+        if self._watch_task is not None and not self._watch_task.done():
+            return self  # already watching
+        self._watch_task = loop.create_task(self.wait_async(progress=progress, **limits))
+        self._watch_task.add_done_callback(_watch_ended)
         return self
 
     def stop(self) -> None:
-        """Stop background polling started by :meth:`watch`."""
-        from plextera_data import poll
+        """Stop background polling started by :meth:`watch` (runs go on on the server)."""
+        if self._watch_task is not None and not self._watch_task.done():
+            self._watch_task.cancel()
+        if self._scheduler is not None:
+            self._scheduler.cancel()
 
-        poll.stop(self)
+    def _resume_hint(self) -> str:
+        hint = "call batch.wait() (or batch.watch()) again to go on polling"
+        if self.journal is not None:
+            hint += f", or px.resume({str(self.journal.path)!r}) after a restart"
+        return hint
 
-    # ------------------------------------------------------------------ results (flatten.py)
+    def _failure_error(self) -> errors.RunFailedError | None:
+        failed = [r for r in self.rows if r.status in FAILURE_STATUSES]
+        if not failed:
+            return None
+        lines = [f"{len(failed)} of {len(self.rows)} runs did not complete:"]
+        for row in failed[:10]:
+            lines.append(f"  - row {row.key!r}, run {row.run_id}: {row.status}: {row.error or '-'}")
+        if len(failed) > 10:
+            lines.append(f"  ... and {len(failed) - 10} more (see batch.status)")
+        return errors.RunFailedError("\n".join(lines), runs=[r.run for r in failed if r.run])
 
-    def _flatten_source(self) -> tuple[list[Run], dict[str, Any]]:
-        return self.runs, self.row_keys
+    # ------------------------------------------------------------------ results
 
     def tables(self, *, expand_nested: bool = False) -> Tables:
         """The runs, steps and outputs as tidy tables (see :func:`plextera_data.flatten`)."""
-        from plextera_data.flatten import flatten
-
-        runs, keys = self._flatten_source()
-        return flatten(runs, row_keys=keys, expand_nested=expand_nested, client=self.client)
+        return flatten(
+            self.ledger.runs,
+            row_keys=self.ledger.row_keys,
+            expand_nested=expand_nested,
+            client=self.client,
+        )
 
     def results(self, frame: pd.DataFrame | None = None, **kwargs: Any) -> pd.DataFrame:
         """The input frame with each row's run status and step outputs as columns."""
-        from plextera_data.flatten import results
-
         if frame is None:
             frame = self.frame
         if frame is None:
@@ -388,18 +401,62 @@ class Batch:
         ``SUBMISSION_FAILED`` ones). Check first that an uncertain row has no run: re-sending it
         may start a second one. ``rows`` are index values. A resumed batch needs ``frame``.
         """
-        from plextera_data._loop import run_sync
-
         return run_sync(self.resubmit_async(rows, frame=frame))
 
     async def resubmit_async(
         self, rows: Iterable[Any] | None = None, *, frame: pd.DataFrame | None = None
     ) -> Batch:
         """Async twin of :meth:`resubmit`."""
-        from plextera_data.submit import resubmit_rows
-
-        await resubmit_rows(self, rows, frame=frame)
+        requests = self._requests_by_key(frame)
+        if rows is None:
+            chosen = [r for r in self.rows if r.status in (SUBMISSION_UNCERTAIN, SUBMISSION_FAILED)]
+        else:
+            chosen = [self.row(key) for key in rows]
+        targets: list[tuple[RowState, RowRequest]] = []
+        for row in chosen:
+            if row.key not in requests:
+                raise errors.InvalidInputError(
+                    "A row to re-send is not in the frame", [(row.key, None, "no such row")]
+                )
+            if row.status == SUBMITTING:
+                raise ValueError(f"Row {row.key!r} is being submitted right now")
+            if row.run_id is not None or row.status not in LOCAL_STATUSES:
+                logger.warning(
+                    "Re-sending row %r, which already has run %s (%s) in this batch",
+                    row.key,
+                    row.run_id,
+                    row.status,
+                )
+            self.ledger.reset_for_resend(row)
+            targets.append((row, requests[row.key]))
+        if targets:
+            await self._sender.send(targets)
         return self
+
+    def _requests_by_key(self, frame: pd.DataFrame | None) -> dict[Any, RowRequest]:
+        plan = self._plan
+        if frame is not None:
+            if plan.body is None and plan.body_name:
+                raise ValueError(
+                    f"This batch was built with body={plan.body_name}, which the journal cannot "
+                    "hold: call px.submit(df, workflow, body=..., journal=...) again and then "
+                    "batch.resubmit(...)"
+                )
+            planned = plan_requests(
+                frame,
+                self.workflow_id,
+                body=plan.body,
+                columns=plan.columns,
+                files=plan.files,
+                sep=plan.sep,
+            )
+            return dict(zip(frame.index.tolist(), planned, strict=True))
+        if self.requests is not None and self.frame is not None:
+            return dict(zip(self.frame.index.tolist(), self.requests, strict=True))
+        raise ValueError(
+            "This batch was resumed from a journal and has no input frame: pass it, "
+            "batch.resubmit(rows, frame=df)"
+        )
 
     # ------------------------------------------------------------------ display
 
@@ -420,19 +477,28 @@ class Batch:
             f"<tr><td>{html.escape(status)}</td><td style='text-align:right'>{n}</td></tr>"
             for status, n in counts
         )
-        changed = ""
+        notes = ""
+        if self.adopted:
+            notes += (
+                f"<br>{len(self.adopted)} rows match starts the journal recorded under other "
+                "keys; their runs were adopted and nothing was sent for them (see "
+                "<code>batch.adopted</code>)."
+            )
         if self.changed_rows:
-            changed = (
+            notes += (
                 f"<br>{len(self.changed_rows)} rows differ from what the journal says was sent "
                 "(see <code>batch.changed_rows</code>); they were not re-sent."
             )
         return (
-            f"<div><b>Batch</b>: {html.escape(head)}{changed}"
+            f"<div><b>Batch</b>: {html.escape(head)}{notes}"
             f"<table><thead><tr><th>status</th><th>rows</th></tr></thead>"
             f"<tbody>{cells}</tbody></table></div>"
         )
 
 
-def _utc_column(values: list[datetime | None]) -> Any:
-    stamps: Any = values
-    return pd.DatetimeIndex(pd.to_datetime(stamps, utc=True)).as_unit("us").array
+def _watch_ended(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        print(f"plextera-data: background polling stopped: {exc}", file=sys.stderr)

@@ -429,6 +429,7 @@ class AsyncClient:
         user_agent_suffix: str | None = None,
         sleep: SleepFunction | None = None,
         clock: Callable[[], float] | None = None,
+        clock_rate: float = 1.0,
     ) -> None:
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
         self._base_url = _check_base_url(
@@ -449,7 +450,7 @@ class AsyncClient:
         #: The API's seconds per second of this client's clock: 1.0, unless the API said
         #: otherwise (the simulator, sped up, does in ``X-Plextera-Simulator-Speed``). The
         #: poller uses it to turn the runs' times into its own.
-        self.clock_rate = 1.0
+        self.clock_rate = clock_rate
 
     # ------------------------------------------------------------------ configuration
 
@@ -632,6 +633,7 @@ class AsyncClient:
         files: Mapping[str, FileInput | list[FileInput]] | None = None,
         request_id: str | None = None,
         retry_rate_limits: bool = True,
+        retry: bool = True,
     ) -> Run:
         """Start a run of ``workflow_id`` and return it (status ``PROCESSING``).
 
@@ -669,6 +671,8 @@ class AsyncClient:
                     "POST", path, request_id, content=content, content_type="application/json"
                 )
 
+        if not retry:
+            return Run.from_dict(await attempt())
         data = await retry_async(
             attempt,
             policy=self.retry,
@@ -795,6 +799,7 @@ class Client:
         user_agent_suffix: str | None = None,
         sleep: SleepFunction | None = None,
         clock: Callable[[], float] | None = None,
+        clock_rate: float = 1.0,
     ) -> None:
         self.aclient = AsyncClient(
             api_key,
@@ -806,7 +811,15 @@ class Client:
             user_agent_suffix=user_agent_suffix,
             sleep=sleep,
             clock=clock,
+            clock_rate=clock_rate,
         )
+
+    @classmethod
+    def from_async(cls, aclient: AsyncClient) -> Client:
+        """The sync face over an existing :class:`AsyncClient` (same connections, settings)."""
+        face = cls.__new__(cls)  # interim: the client branch replaces this
+        face.aclient = aclient
+        return face
 
     @property
     def base_url(self) -> str:

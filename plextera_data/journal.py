@@ -1,9 +1,11 @@
-"""The batch journal: a SQLite ledger of what was sent, what the API accepted, and how it ended.
+"""The batch journal: a SQLite record of what was sent, what the API accepted, and how it ended.
 
-One journal file records one batch (one workflow, the rows of one frame). Per row it keeps the
-row key, the request fingerprint, the run id, the status, the last error and request id, the
-number of POST attempts and the times; per finished run it keeps the final run JSON, written
-once, so tables can be rebuilt offline and finished runs are never fetched again.
+One journal file records one batch (one workflow). Per start it keeps the request's fingerprint
+and occurrence (its identity: a rerun recognises a start by its content, whatever key or position
+its row has now), the row key and position it had in the latest frame, the run id, the status,
+the last error (and its code) and request id, the number of POST attempts and the times; per
+finished run it keeps the final run JSON, written once, so tables can be rebuilt offline and
+finished runs are never fetched again.
 
 Durability: WAL mode with ``synchronous=NORMAL`` (each commit is in the operating system's hands
 at once, so a killed process loses nothing committed; only an OS crash or power cut can roll back
@@ -29,7 +31,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,7 @@ __all__ = [
     "encode_key",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -56,25 +58,8 @@ CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
     workflow_id TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    options TEXT NOT NULL,
-    frame_fingerprint TEXT
+    options TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS rows (
-    batch_id INTEGER NOT NULL REFERENCES batches(id),
-    row_key TEXT NOT NULL,
-    key_type TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    fingerprint TEXT NOT NULL,
-    run_id TEXT,
-    status TEXT NOT NULL,
-    error TEXT,
-    request_id TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    submitted_at TEXT,
-    finished_at TEXT,
-    PRIMARY KEY (batch_id, row_key)
-);
-CREATE INDEX IF NOT EXISTS rows_by_run ON rows (run_id);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     batch_id INTEGER NOT NULL REFERENCES batches(id),
@@ -82,6 +67,49 @@ CREATE TABLE IF NOT EXISTS runs (
     recorded_at TEXT NOT NULL
 );
 """
+
+#: One row per start: identified by its request's content (``fingerprint``) and ``occurrence``
+#: (0 for the first row of a frame with that content, 1 for the next identical one...), so a
+#: rerun recognises a start whatever key or position its row has now.
+_ROWS = """
+CREATE TABLE IF NOT EXISTS rows (
+    id INTEGER PRIMARY KEY,
+    batch_id INTEGER NOT NULL REFERENCES batches(id),
+    fingerprint TEXT NOT NULL,
+    occurrence INTEGER NOT NULL,
+    row_key TEXT NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0,
+    position INTEGER NOT NULL,
+    run_id TEXT,
+    status TEXT NOT NULL,
+    error TEXT,
+    error_code TEXT,
+    request_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    submitted_at TEXT,
+    finished_at TEXT,
+    UNIQUE (batch_id, fingerprint, occurrence)
+);
+CREATE INDEX IF NOT EXISTS rows_by_run ON rows (run_id);
+"""
+
+#: Version 1 keyed rows by their row key; its rows move to version 2's table as they are.
+_FROM_V1 = (
+    """
+ALTER TABLE rows RENAME TO rows_v1;
+DROP INDEX IF EXISTS rows_by_run;
+"""
+    + _ROWS
+    + """
+INSERT INTO rows (batch_id, fingerprint, occurrence, row_key, position, run_id, status, error,
+                  request_id, attempts, submitted_at, finished_at)
+SELECT batch_id, fingerprint,
+       ROW_NUMBER() OVER (PARTITION BY batch_id, fingerprint ORDER BY position) - 1,
+       row_key, position, run_id, status, error, request_id, attempts, submitted_at, finished_at
+FROM rows_v1;
+DROP TABLE rows_v1;
+"""
+)
 
 
 # --------------------------------------------------------------------------- row keys
@@ -156,13 +184,17 @@ def _from_iso(text: str | None) -> dt.datetime | None:
 class JournalRow:
     """One row as the journal holds it."""
 
+    id: int
     key_text: str
     key: Any
     position: int
     fingerprint: str
+    occurrence: int
+    generation: int
     run_id: str | None
     status: str
     error: str | None
+    error_code: str | None
     request_id: str | None
     attempts: int
     submitted_at: dt.datetime | None
@@ -177,7 +209,6 @@ class JournalBatch:
     workflow_id: str
     created_at: dt.datetime | None
     options: dict[str, Any]
-    frame_fingerprint: str | None
     rows: list[JournalRow] = field(default_factory=list)
     final_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -222,12 +253,16 @@ class Journal:
             self._conn.executescript(_SCHEMA)
             row = self._conn.execute("SELECT version FROM schema_version").fetchone()
             if row is None:
+                self._conn.executescript(_ROWS)
                 self._conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             elif row[0] > SCHEMA_VERSION:
                 raise JournalError(
                     f"The journal {str(self.path)!r} was written by a newer plextera-data "
                     f"(schema {row[0]}, this version reads {SCHEMA_VERSION}); upgrade the library"
                 )
+            elif row[0] < SCHEMA_VERSION:
+                self._conn.executescript(_FROM_V1)
+                self._conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     # ------------------------------------------------------------------ reading
 
@@ -235,8 +270,7 @@ class Journal:
         """The batch recorded in this journal, or ``None`` for a new journal."""
         with self._lock:
             head = self._conn.execute(
-                "SELECT id, workflow_id, created_at, options, frame_fingerprint FROM batches "
-                "ORDER BY id DESC LIMIT 1"
+                "SELECT id, workflow_id, created_at, options FROM batches ORDER BY id DESC LIMIT 1"
             ).fetchone()
             if head is None:
                 return None
@@ -245,27 +279,30 @@ class Journal:
                 workflow_id=head[1],
                 created_at=_from_iso(head[2]),
                 options=json.loads(head[3]),
-                frame_fingerprint=head[4],
             )
             for rec in self._conn.execute(
-                "SELECT row_key, position, fingerprint, run_id, status, error, request_id, "
-                "attempts, submitted_at, finished_at FROM rows WHERE batch_id = ? "
-                "ORDER BY position",
+                "SELECT id, row_key, position, fingerprint, occurrence, generation, run_id, "
+                "status, error, error_code, request_id, attempts, submitted_at, finished_at "
+                "FROM rows WHERE batch_id = ? ORDER BY position, id",
                 (batch.id,),
             ):
                 batch.rows.append(
                     JournalRow(
-                        key_text=rec[0],
-                        key=decode_key(rec[0]),
-                        position=rec[1],
-                        fingerprint=rec[2],
-                        run_id=rec[3],
-                        status=rec[4],
-                        error=rec[5],
-                        request_id=rec[6],
-                        attempts=rec[7],
-                        submitted_at=_from_iso(rec[8]),
-                        finished_at=_from_iso(rec[9]),
+                        id=rec[0],
+                        key_text=rec[1],
+                        key=decode_key(rec[1]),
+                        position=rec[2],
+                        fingerprint=rec[3],
+                        occurrence=rec[4],
+                        generation=rec[5],
+                        run_id=rec[6],
+                        status=rec[7],
+                        error=rec[8],
+                        error_code=rec[9],
+                        request_id=rec[10],
+                        attempts=rec[11],
+                        submitted_at=_from_iso(rec[12]),
+                        finished_at=_from_iso(rec[13]),
                     )
                 )
             for run_id, text in self._conn.execute(
@@ -276,22 +313,15 @@ class Journal:
 
     # ------------------------------------------------------------------ writing
 
-    def create_batch(
-        self,
-        workflow_id: str,
-        options: dict[str, Any],
-        frame_fingerprint: str | None,
-    ) -> int:
+    def create_batch(self, workflow_id: str, options: dict[str, Any]) -> int:
         """Record a new batch and return its id (committed at once)."""
         with self._lock:
             cursor = self._conn.execute(
-                "INSERT INTO batches (workflow_id, created_at, options, frame_fingerprint) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO batches (workflow_id, created_at, options) VALUES (?, ?, ?)",
                 (
                     workflow_id,
                     dt.datetime.now(dt.UTC).isoformat(),
                     json.dumps(options, sort_keys=True, default=str),
-                    frame_fingerprint,
                 ),
             )
             self._conn.commit()
@@ -299,37 +329,44 @@ class Journal:
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 
-    def set_frame_fingerprint(self, batch_id: int, frame_fingerprint: str | None) -> None:
+    def add_rows(
+        self, batch_id: int, rows: Iterable[tuple[str, int, str, int, int, str]]
+    ) -> list[int]:
+        """Insert rows ``(key_text, position, fingerprint, occurrence, generation, status)``;
+        returns their ids, in order (not committed)."""
+        ids: list[int] = []
         with self._lock:
-            self._conn.execute(
-                "UPDATE batches SET frame_fingerprint = ? WHERE id = ?",
-                (frame_fingerprint, batch_id),
+            for key_text, position, fingerprint, occurrence, generation, status in rows:
+                cursor = self._conn.execute(
+                    "INSERT INTO rows (batch_id, row_key, position, fingerprint, occurrence, "
+                    "generation, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (batch_id, key_text, position, fingerprint, occurrence, generation, status),
+                )
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
+            self._dirty = True
+        return ids
+
+    def claim_rows(self, rows: Iterable[tuple[int, str, int, int]]) -> None:
+        """Give recorded rows ``(id, key_text, position, generation)`` the key and position they
+        have in the frame of this submission (not committed)."""
+        with self._lock:
+            self._conn.executemany(
+                "UPDATE rows SET row_key = ?, position = ?, generation = ? WHERE id = ?",
+                ((key, position, generation, row_id) for row_id, key, position, generation in rows),
             )
             self._dirty = True
 
-    def add_rows(self, batch_id: int, rows: Iterable[tuple[str, Any, int, str, str]]) -> None:
-        """Insert rows ``(key_text, key, position, fingerprint, status)`` and commit."""
-        with self._lock:
-            self._conn.executemany(
-                "INSERT INTO rows (batch_id, row_key, key_type, position, fingerprint, status) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    (batch_id, text, type(key).__name__, position, fingerprint, status)
-                    for text, key, position, fingerprint, status in rows
-                ),
-            )
-            self._conn.commit()
-            self.commits += 1
-
     def save_row(
         self,
-        batch_id: int,
-        key_text: str,
+        row_id: int,
         *,
         fingerprint: str,
+        occurrence: int,
         run_id: str | None,
         status: str,
         error: str | None,
+        error_code: str | None,
         request_id: str | None,
         attempts: int,
         submitted_at: dt.datetime | None,
@@ -338,20 +375,21 @@ class Journal:
         """Write a row's state (not committed: call :meth:`flush` or :meth:`commit_soon`)."""
         with self._lock:
             self._conn.execute(
-                "UPDATE rows SET fingerprint = ?, run_id = ?, status = ?, error = ?, "
-                "request_id = ?, attempts = ?, submitted_at = ?, finished_at = ? "
-                "WHERE batch_id = ? AND row_key = ?",
+                "UPDATE rows SET fingerprint = ?, occurrence = ?, run_id = ?, status = ?, "
+                "error = ?, error_code = ?, request_id = ?, attempts = ?, submitted_at = ?, "
+                "finished_at = ? WHERE id = ?",
                 (
                     fingerprint,
+                    occurrence,
                     run_id,
                     status,
                     error,
+                    error_code,
                     request_id,
                     attempts,
                     _iso(submitted_at),
                     _iso(finished_at),
-                    batch_id,
-                    key_text,
+                    row_id,
                 ),
             )
             self._dirty = True
@@ -435,8 +473,3 @@ class Journal:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def keys_of(rows: Sequence[JournalRow]) -> list[Any]:
-    """The row keys, in order."""
-    return [row.key for row in rows]

@@ -1,7 +1,8 @@
 """One gate for all the requests of a batch: a cap on requests in flight, a cap on requests per
 second, and a shared pause after a 429, so one rate-limit answer slows the whole batch.
 
-Every 429 pauses every request of the batch for its ``Retry-After`` (1 s without one). The cap on
+Every 429 pauses every request of the batch for its ``Retry-After`` (0 means no pause; 1 s when
+the answer gave none and the caller knows no better). The cap on
 requests in flight adapts once per *window*: a run of answers as long as the cap (about one round
 trip's worth, as TCP counts its window):
 
@@ -27,13 +28,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-__all__ = ["MAX_RECOVER_EVERY", "Pacer"]
+__all__ = ["MAX_RECOVER_EVERY", "RATE_WINDOW", "Pacer"]
 
 #: The longest wait between two increases of the cap when it follows ``Retry-After``.
 MAX_RECOVER_EVERY = 10.0
+#: Seconds over which :meth:`Pacer.answers_per_second` counts.
+RATE_WINDOW = 5.0
 
 
 class Pacer:
@@ -92,6 +96,7 @@ class Pacer:
         self._last_change = float("-inf")  # when the cap last moved
         self._next_send = 0.0
         self._events: dict[int, asyncio.Event] = {}
+        self._answer_times: deque[float] = deque(maxlen=4096)
 
     @property
     def limit(self) -> int:
@@ -159,15 +164,36 @@ class Pacer:
 
     def on_success(self) -> None:
         """A request got a healthy answer."""
+        self._answered()
         self._count(limited=False)
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429: pause every request of the batch for ``retry_after`` s (1 s if unknown)."""
+        """A 429: pause every request of the batch for ``retry_after`` s (0: no pause; ``None``,
+        unknown: 1 s)."""
         self.rate_limited += 1
-        wait = retry_after if retry_after is not None and retry_after > 0 else 1.0
+        self._answered()
+        wait = max(0.0, retry_after) if retry_after is not None else 1.0
         self._last_retry_after = wait
         self.paused_until = max(self.paused_until, self._clock() + wait)
         self._count(limited=True)
+
+    def paused_for(self) -> float:
+        """Seconds left of the pause after the last 429 (0: not paused)."""
+        return max(0.0, self.paused_until - self._clock())
+
+    def answers_per_second(self) -> float | None:
+        """Answers per second over the last :data:`RATE_WINDOW` seconds (``None``: too early)."""
+        times = self._answer_times
+        now = self._clock()
+        while times and now - times[0] > RATE_WINDOW:
+            times.popleft()
+        if len(times) < 2:
+            return None
+        span = max(now - times[0], 1e-9)
+        return len(times) / span if span >= 1.0 else None
+
+    def _answered(self) -> None:
+        self._answer_times.append(self._clock())
 
     def _count(self, *, limited: bool) -> None:
         """Count one answer; at the end of a window, adapt the cap."""

@@ -1,4 +1,4 @@
-"""Poll every run of a batch together, politely: :func:`wait`, :func:`wait_async`, :func:`watch`.
+"""Poll every run of a batch together, politely: the :class:`Scheduler` behind ``batch.wait()``.
 
 One scheduler per batch runs on one event loop. It keeps a heap of ``(next poll time, row)`` and
 sends each due GET through the batch's :class:`~plextera_data.pacing.Pacer` (a cap on requests
@@ -29,9 +29,13 @@ answer):
   little jitter.
 * A terminal run is never polled again. A 429 pauses every request of the batch for its
   ``Retry-After`` (the pacer), then the batch goes on slower and recovers gradually. 5xx, timeouts,
-  dropped connections and malformed answers are retried with backoff; after
-  ``slow_after_failures`` failures in a row a run is polled every ``slow_interval`` and reported
-  with its last error, never dropped.
+  dropped connections and malformed answers are retried as the client's
+  :class:`~plextera_data.retry.RetryPolicy` says (its backoff, ``Retry-After`` when given); once
+  its ``max_retries`` are spent in a row (or the error is not one to retry), a run is polled
+  every ``slow_interval`` and reported as failing to poll, with its last error, never dropped.
+
+The scheduler is an engine: it reads the rows to poll from the batch's
+:class:`~plextera_data.ledger.Ledger` and tells it every answer; it knows nothing of the display.
 """
 
 from __future__ import annotations
@@ -42,21 +46,21 @@ import contextlib
 import heapq
 import logging
 import random
-import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from plextera_data import errors
-from plextera_data._loop import run_sync
+from plextera_data.client import AsyncClient
+from plextera_data.clock import ApiClock
+from plextera_data.ledger import Ledger, RowState
 from plextera_data.models import Run, is_terminal
-from plextera_data.progress import ProgressReporter, open_progress
+from plextera_data.pacing import Pacer
+from plextera_data.retry import RetryPolicy, is_retryable_for_get
 
-if TYPE_CHECKING:
-    from plextera_data.batch import Batch, RowState
-
-__all__ = ["DurationModel", "PollSettings", "Scheduler", "stop", "wait", "wait_async", "watch"]
+__all__ = ["DurationModel", "PollSettings", "Scheduler"]
 
 logger = logging.getLogger("plextera_data")
 
@@ -67,6 +71,12 @@ _PROBE_EVERY = 10
 #: Errors after which polling cannot succeed for any run: raised at once.
 _FATAL = (errors.AuthenticationError, errors.PermissionDeniedError)
 
+#: PollSettings fields kept for old code; the client's RetryPolicy decides these now.
+_DEPRECATED = {
+    "slow_after_failures": "the client's RetryPolicy(max_retries=...) (failures = retries + 1)",
+    "max_retry_after": "the client's RetryPolicy(max_retry_after=...)",
+}
+
 
 @dataclass(frozen=True)
 class PollSettings:
@@ -74,8 +84,10 @@ class PollSettings:
 
     Intervals are in seconds of the run's clock; ``time_scale`` (client seconds per run second)
     converts them, for a simulator that runs faster than real time (``1 / speed``). ``None``
-    (the default): the API's own word (the simulator sends its speed), else 1.
-    ``max_in_flight`` and ``max_per_second`` set the batch's pacer (``None``: leave it as is).
+    (the default): ``1 / client.clock_rate``. ``max_in_flight`` and ``max_per_second`` cap this
+    call's GETs (on top of the batch's pacer; a later call is not affected).
+    ``slow_after_failures`` and ``max_retry_after`` are deprecated: the client's
+    :class:`~plextera_data.retry.RetryPolicy` decides them.
     """
 
     min_interval: float = 2.0
@@ -85,9 +97,9 @@ class PollSettings:
     overdue_interval: float = 0.5
     finish_margin: float = 0.1
     quantile: float = 0.35
-    slow_after_failures: int = 5
+    slow_after_failures: int | None = None
     slow_interval: float = 60.0
-    max_retry_after: float = 60.0
+    max_retry_after: float | None = None
     time_scale: float | None = None
     max_in_flight: int | None = None
     max_per_second: float | None = None
@@ -104,6 +116,10 @@ class PollSettings:
             raise ValueError(f"time_scale must be > 0, got {self.time_scale}")
         if not 0 < self.quantile < 1:
             raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+        if self.max_per_second is not None and self.max_per_second <= 0:
+            raise ValueError(f"max_per_second must be > 0, got {self.max_per_second}")
 
     @classmethod
     def from_limits(cls, limits: dict[str, Any]) -> PollSettings:
@@ -116,7 +132,22 @@ class PollSettings:
             raise TypeError(
                 f"unknown polling option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
+        for name in sorted(set(limits) & set(_DEPRECATED)):
+            warnings.warn(
+                f"the polling option {name} is deprecated: use {_DEPRECATED[name]}",
+                DeprecationWarning,
+                stacklevel=4,
+            )
         return replace(base, **limits) if limits else base
+
+    def retry_policy(self, policy: RetryPolicy) -> RetryPolicy:
+        """The client's policy, with the deprecated settings applied when they are given."""
+        changes: dict[str, Any] = {}
+        if self.slow_after_failures is not None:
+            changes["max_retries"] = max(0, self.slow_after_failures - 1)
+        if self.max_retry_after is not None:
+            changes["max_retry_after"] = self.max_retry_after
+        return replace(policy, **changes) if changes else policy
 
 
 # --------------------------------------------------------------------------- prediction
@@ -268,20 +299,29 @@ class DurationModel:
 
 
 class Scheduler:
-    """Polls the runs of one batch until all are terminal (see the module docstring)."""
+    """Polls the runs of one batch until all are terminal (see the module docstring).
+
+    ``ledger``: the batch's rows; ``aclient`` sends the GETs; ``pacer`` is the batch's shared
+    gate; ``api_clock`` the batch's estimate of the API's time. ``clock`` (seconds, the running
+    loop's by default) can be replaced in tests.
+    """
 
     def __init__(
         self,
-        batch: Batch,
+        ledger: Ledger,
+        aclient: AsyncClient,
+        pacer: Pacer,
+        api_clock: ApiClock,
         settings: PollSettings,
-        reporter: ProgressReporter,
         *,
         clock: Callable[[], float] | None = None,
-        report_every: float = 0.1,
     ) -> None:
-        self.batch = batch
+        self.ledger = ledger
+        self.aclient = aclient
+        self.pacer = pacer
+        self.api_clock = api_clock
         self.settings = settings
-        self.reporter = reporter
+        self.policy = settings.retry_policy(aclient.retry)
         self.model = DurationModel(settings.quantile, min_interval=settings.min_interval)
         self._clock = clock if clock is not None else asyncio.get_running_loop().time
         self._rng = random.Random(settings.seed)
@@ -290,21 +330,20 @@ class Scheduler:
         self._plans: dict[int, _RowPlan] = {}
         self._deferred: set[int] = set()  # rows whose next heap entry is a decision, not a GET
         self._picked = 0
+        self._accepted_mark = 0  # how far the ledger's accepted rows were read
         self._rows: dict[int, RowState] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._fatal: BaseException | None = None
         self._stopped = False
         self._main: asyncio.Task[Any] | None = None
-        self._report_every = report_every
-        self._last_report = float("-inf")
+        self._next_send = 0.0  # for this call's max_per_second
         self.gets = 0
-        pacer = batch.pacer
-        if settings.max_in_flight is not None:
-            pacer.max_in_flight = pacer.limit = max(1, settings.max_in_flight)
-            pacer.min_in_flight = min(pacer.min_in_flight, pacer.max_in_flight)
-        if settings.max_per_second is not None:
-            pacer.max_per_second = pacer.rate = settings.max_per_second
+
+    @property
+    def backing_off(self) -> int:
+        """Rows whose last GET failed: their next poll waits out a backoff."""
+        return sum(1 for plan in self._plans.values() if plan.failures)
 
     # ------------------------------------------------------------------ times
 
@@ -313,10 +352,10 @@ class Scheduler:
         """Client seconds per run second: the setting, else what the API said of its clock."""
         if self.settings.time_scale is not None:
             return self.settings.time_scale
-        return 1.0 / self.batch.aclient.clock_rate
+        return 1.0 / self.aclient.clock_rate
 
     def _api_now(self) -> datetime:
-        return self.batch.server_now(rate=1.0 / self.time_scale)
+        return self.api_clock.now(rate=1.0 / self.time_scale)
 
     def _client_seconds(self, run_seconds: float) -> float:
         return run_seconds * self.time_scale
@@ -334,9 +373,15 @@ class Scheduler:
     # ------------------------------------------------------------------ rows
 
     def pick_up(self) -> int:
-        """Schedule rows of ``batch.pending_poll()`` not yet known; returns how many."""
+        """Schedule the rows with a running run not yet known; returns how many. The first call
+        reads every row; later ones only the rows the ledger accepted since."""
+        if self._accepted_mark == 0 and not self._rows:
+            candidates = self.ledger.pending_poll()
+            _, self._accepted_mark = self.ledger.accepted_since(0)
+        else:
+            candidates, self._accepted_mark = self.ledger.accepted_since(self._accepted_mark)
         added = 0
-        for row in self.batch.pending_poll():
+        for row in candidates:
             if row.position in self._rows:
                 continue
             self._rows[row.position] = row
@@ -360,11 +405,6 @@ class Scheduler:
             self._push(row, min(self._jittered(max(0.0, delay)), self.settings.max_interval))
             added += 1
         return added
-
-    @property
-    def outstanding(self) -> int:
-        """Rows scheduled or being polled."""
-        return len(self._heap) + len(self._tasks)
 
     # ------------------------------------------------------------------ next poll
 
@@ -424,23 +464,22 @@ class Scheduler:
     async def _poll(self, row: RowState) -> None:
         assert row.run_id is not None
         try:
-            run = await self.batch.aclient.get_run(row.run_id, retry=False)
+            run = await self.aclient.get_run(row.run_id, retry=False)
         except errors.PlexteraError as exc:
             # Counted once answered or failed: a GET cancelled in flight may never have been sent.
-            row.polls += 1
+            self.ledger.record_poll(row)
             self.gets += 1
             self._failed(row, exc)
         else:
-            row.polls += 1
+            self.ledger.record_poll(row)
             self.gets += 1
             self._answered(row, run)
-        self._maybe_report()
 
     def _answered(self, row: RowState, run: Run) -> None:
         plan = self._plans[row.position]
-        self.batch.pacer.on_success()
+        self.pacer.on_success()
         plan.failures = 0
-        self.batch.record_run(row, run)
+        self.ledger.record_run(row, run)
         if is_terminal(run.status):
             self.model.learn(plan, run)  # never scheduled again
             self.model.observe(plan, None)
@@ -450,50 +489,61 @@ class Scheduler:
         self._push(row, self.next_delay(row, plan, run))
 
     def _failed(self, row: RowState, exc: errors.PlexteraError) -> None:
-        s = self.settings
+        """A GET failed: back off as the retry policy says; once its retries are spent in a
+        row (or the error is not one to retry), poll it every ``slow_interval``."""
         if isinstance(exc, _FATAL):
             self._fatal = exc
             self._wakeup.set()
             return
-        if isinstance(exc, errors.RateLimitError):
-            retry_after = exc.retry_after
-            if retry_after is not None:
-                retry_after = min(retry_after, s.max_retry_after)
-            self.batch.pacer.on_rate_limited(retry_after)  # pauses every request of the batch
-            pause = retry_after if retry_after is not None else 1.0  # client seconds
-            self._push(row, pause / self.time_scale + s.min_interval * self._rng.random())
-            return
+        policy = self.policy
         plan = self._plans[row.position]
+        if isinstance(exc, errors.RateLimitError):
+            pause = policy.delay(exc, 0)  # client seconds; Retry-After: 0 is no pause
+            self.pacer.on_rate_limited(pause)  # pauses every request of the batch
+            self._push(
+                row, pause / self.time_scale + self.settings.min_interval * self._rng.random()
+            )
+            return
         plan.failures += 1
-        self.batch.record_poll_error(row, exc)
-        if plan.failures >= s.slow_after_failures:
-            delay = s.slow_interval
-            if plan.failures == s.slow_after_failures:
-                logger.warning(
-                    "Run %s (row %r) failed to poll %d times in a row; polling it every %g s "
-                    "from now on. Last error: %s",
-                    row.run_id,
-                    row.key,
-                    plan.failures,
-                    s.slow_interval,
-                    exc,
-                )
-        else:
-            delay = min(s.max_interval, s.min_interval * 2.0 ** (plan.failures - 1))
-        self._push(row, self._jittered(delay))
+        failing = plan.failures > policy.max_retries or not is_retryable_for_get(exc)
+        self.ledger.record_poll_error(row, exc, failing=failing)
+        if not failing:
+            self._push_client(row, policy.delay(exc, plan.failures - 1))
+            return
+        if plan.failures == policy.max_retries + 1 or not is_retryable_for_get(exc):
+            logger.warning(
+                "Run %s (row %r) failed to poll %d times in a row; polling it every %g s "
+                "from now on. Last error: %s",
+                row.run_id,
+                row.key,
+                plan.failures,
+                self.settings.slow_interval,
+                exc,
+            )
+        self._push(row, self._jittered(self.settings.slow_interval))
 
-    def _maybe_report(self, force: bool = False) -> None:
-        now = self._clock()
-        if force or now - self._last_report >= self._report_every:
-            self._last_report = now
-            self.reporter.update(self.batch.snapshot("polling"))
+    def _push_client(self, row: RowState, client_seconds: float) -> None:
+        """Poll ``row`` again in ``client_seconds`` of the client's clock (a backoff)."""
+        self._push(row, client_seconds / self.time_scale)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self.batch.pacer.release()
+        self.pacer.release()
         self._wakeup.set()
         if not task.cancelled() and task.exception() is not None and self._fatal is None:
             self._fatal = task.exception()
+
+    def _at_call_cap(self) -> float | None:
+        """Client seconds to wait before this call may send another GET (``None``: now)."""
+        s = self.settings
+        if s.max_in_flight is not None and len(self._tasks) >= s.max_in_flight:
+            return 0.25  # woken earlier by the answer that frees a slot
+        if s.max_per_second is not None:
+            now = self._clock()
+            if now < self._next_send:
+                return self._next_send - now
+            self._next_send = max(now, self._next_send) + 1.0 / s.max_per_second
+        return None
 
     # ------------------------------------------------------------------ main loop
 
@@ -505,7 +555,7 @@ class Scheduler:
         Returns False if ``deadline`` (on the scheduler's clock) passed first.
         """
         self._main = asyncio.current_task()
-        pacer = self.batch.pacer
+        pacer = self.pacer
         self.pick_up()
         next_scan = self._clock() + 0.1
         try:
@@ -540,6 +590,11 @@ class Scheduler:
                         if delay is not None:
                             self._push(row, delay)
                             continue
+                    wait = self._at_call_cap()
+                    if wait is not None:
+                        heapq.heappush(self._heap, (now, 0, position))  # first in line again
+                        await self._idle(wait)
+                        continue
                     await pacer.acquire()
                     task = asyncio.ensure_future(self._poll(row))
                     self._tasks.add(task)
@@ -586,166 +641,10 @@ class Scheduler:
         if self._main is not None and not self._main.done():
             self._main.cancel()
 
-
-# --------------------------------------------------------------------------- public functions
-
-
-def _still_running(batch: Batch) -> int:
-    return len(batch.pending_poll())
-
-
-def _resume_hint(batch: Batch) -> str:
-    hint = "call batch.wait() (or batch.watch()) again to go on polling"
-    journal = getattr(batch, "journal", None)
-    path = getattr(journal, "path", None)
-    if path is not None:
-        hint += f", or px.resume({str(path)!r}) after a restart"
-    return hint
-
-
-def _failure_error(batch: Batch) -> errors.RunFailedError | None:
-    failed = [r for r in batch.rows if r.status in ("FAILED", "CLOSED")]
-    if not failed:
-        return None
-    lines = [f"{len(failed)} of {len(batch.rows)} runs did not complete:"]
-    for row in failed[:10]:
-        lines.append(f"  - row {row.key!r}, run {row.run_id}: {row.status}: {row.error or '-'}")
-    if len(failed) > 10:
-        lines.append(f"  ... and {len(failed) - 10} more (see batch.status)")
-    return errors.RunFailedError("\n".join(lines), runs=[r.run for r in failed if r.run])
-
-
-async def wait_async(
-    batch: Batch,
-    timeout: float | None = None,  # noqa: ASYNC109 - the public contract; enforced by deadline
-    progress: Any = True,
-    raise_on_failure: bool = False,
-    *,
-    submission: asyncio.Future[Any] | None = None,
-    reporter: ProgressReporter | None = None,
-    **limits: Any,
-) -> Batch:
-    """Poll every run of ``batch`` until all are terminal; the async twin of :func:`wait`.
-
-    ``submission``: the task submitting the batch's rows; polling goes on until it is done and
-    nothing is pending (rows appear as they are accepted). ``reporter``: a progress reporter
-    opened by the caller (one display for submission and polling); it is closed at the end.
-    ``limits``: :class:`PollSettings` fields (``max_in_flight=8``, ``max_interval=10``, ...).
-    """
-    settings = PollSettings.from_limits(dict(limits))
-    if reporter is None:
-        reporter = getattr(batch, "_reporter", None) if submission is not None else None
-    if reporter is None:
-        reporter = open_progress(progress, total=len(batch.rows))
-    scheduler = Scheduler(batch, settings, reporter)
-    batch._poller = scheduler
-    started = asyncio.get_running_loop().time()
-    deadline = None if timeout is None else started + timeout
-    phase = "stopped"
-    try:
-        finished = await scheduler.run(deadline=deadline, submission=submission)
-        phase = "done" if finished else "stopped"
-    finally:
-        if batch.journal is not None:
-            with contextlib.suppress(Exception):
-                batch.journal.commit()
-        if batch._poller is scheduler:
-            batch._poller = None
-        reporter.close(batch.snapshot(phase))
-    if not finished:
-        running = _still_running(batch)
-        raise errors.BatchTimeoutError(
-            f"{running} of {len(batch.rows)} runs still running after {timeout:g} s; "
-            f"{_resume_hint(batch)}",
-            still_running=running,
-        )
-    if raise_on_failure:
-        failure = _failure_error(batch)
-        if failure is not None:
-            raise failure
-    return batch
-
-
-def wait(
-    batch: Batch,
-    timeout: float | None = None,
-    progress: Any = True,
-    raise_on_failure: bool = False,
-    **limits: Any,
-) -> Batch:
-    """Block until every run of ``batch`` is terminal (or ``timeout`` seconds pass).
-
-    Raises :class:`~plextera_data.errors.BatchTimeoutError` on timeout (call ``wait`` again to
-    go on), :class:`~plextera_data.errors.RunFailedError` with ``raise_on_failure=True`` if runs
-    ended FAILED or CLOSED. Works in a Jupyter cell (see :mod:`plextera_data._loop`). Ctrl-C stops
-    cleanly: everything recorded so far stays, and the message says how to resume.
-
-        batch.wait(timeout=600, max_in_flight=8)
-    """
-    coro = wait_async(
-        batch, timeout=timeout, progress=progress, raise_on_failure=raise_on_failure, **limits
-    )
-    try:
-        return run_sync(coro)
-    except KeyboardInterrupt:
-        scheduler = batch._poller
-        if isinstance(scheduler, Scheduler):
-            scheduler.cancel()
+    async def settle(self) -> None:
+        """After :meth:`cancel` from outside the loop: let the cancelled tasks finish."""
+        await self.shutdown()
+        main = self._main
+        if main is not None and not main.done():
             with contextlib.suppress(BaseException):
-                run_sync(_settle(scheduler))
-            batch._poller = None
-        if batch.journal is not None:
-            with contextlib.suppress(Exception):
-                batch.journal.commit()
-        message = (
-            f"Polling interrupted: {_still_running(batch)} of {len(batch.rows)} runs still "
-            f"running; nothing recorded was lost. To go on, {_resume_hint(batch)}."
-        )
-        print(message, file=sys.stderr)
-        raise KeyboardInterrupt(message) from None
-
-
-async def _settle(scheduler: Scheduler) -> None:
-    """Let cancelled tasks finish after an interrupt."""
-    await scheduler.shutdown()
-    main = scheduler._main
-    if main is not None and not main.done():
-        with contextlib.suppress(BaseException):
-            await main
-
-
-def watch(batch: Batch, progress: Any = True, **limits: Any) -> Batch:
-    """Poll in the background and return at once (in a notebook, on the kernel's loop).
-
-    ``batch.status`` and ``batch.tables()`` show partial results meanwhile; :func:`stop` cancels.
-    Outside a running event loop this is :func:`wait`.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return wait(batch, progress=progress, **limits)
-    task = getattr(batch, "_watch_task", None)
-    if task is not None and not task.done():
-        return batch  # already watching
-    task = loop.create_task(wait_async(batch, progress=progress, **limits))
-    batch._watch_task = task  # type: ignore[attr-defined]
-    task.add_done_callback(_watch_ended)
-    return batch
-
-
-def _watch_ended(task: asyncio.Task[Any]) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        print(f"plextera-data: background polling stopped: {exc}", file=sys.stderr)
-
-
-def stop(batch: Batch) -> None:
-    """Stop background polling started by :func:`watch` (runs go on on the server)."""
-    task = getattr(batch, "_watch_task", None)
-    if task is not None and not task.done():
-        task.cancel()
-    scheduler = batch._poller
-    if isinstance(scheduler, Scheduler):
-        scheduler.cancel()
+                await main

@@ -60,19 +60,23 @@ def test_not_a_database_is_a_journal_error(tmp_path: Path) -> None:
 
 def test_writers_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.db")
-    batch_id = journal.create_batch("wf", {}, None)
+    batch_id = journal.create_batch("wf", {})
     keys = [encode_key(i) for i in range(20)]
-    journal.add_rows(batch_id, ((k, i, i, "f", "NOT_SUBMITTED") for i, k in enumerate(keys)))
+    ids = journal.add_rows(
+        batch_id, ((k, i, "f", i, 0, "NOT_SUBMITTED") for i, k in enumerate(keys))
+    )
+    journal.commit()
     before = journal.commits
 
-    async def writer(key: str) -> None:
+    async def writer(row_id: int) -> None:
         journal.save_row(
-            batch_id,
-            key,
+            row_id,
             fingerprint="f",
-            run_id="r" + key,
+            occurrence=row_id - 1,
+            run_id=f"r{row_id}",
             status="PROCESSING",
             error=None,
+            error_code=None,
             request_id=None,
             attempts=1,
             submitted_at=None,
@@ -81,7 +85,7 @@ def test_writers_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
         await journal.flush()
 
     async def main() -> None:
-        await asyncio.gather(*(writer(k) for k in keys))
+        await asyncio.gather(*(writer(i) for i in ids))
 
     asyncio.run(main())
     assert journal.commits == before + 1

@@ -117,8 +117,18 @@ def test_without_retry_after_the_pause_is_one_second() -> None:
     pacer.on_rate_limited(None)
     assert pacer.paused_until == 1.0
     time.now = 5.0
-    pacer.on_rate_limited(0)
+    pacer.on_rate_limited(None)
     assert pacer.paused_until == 6.0
+
+
+def test_retry_after_zero_is_no_pause() -> None:
+    time = FakeTime()
+    pacer = make(time)
+    time.now = 5.0
+    pacer.on_rate_limited(0)
+    assert pacer.paused_until == 5.0
+    assert pacer.paused_for() == 0.0
+    assert pacer.rate_limited == 1
 
 
 def test_acquire_waits_for_a_free_slot() -> None:

@@ -20,9 +20,10 @@ import pandas as pd
 import pytest
 
 from plextera_data import errors
-from plextera_data.batch import Batch, RowState
+from plextera_data.batch import Batch
 from plextera_data.client import Client
-from plextera_data.models import TERMINAL_STATUSES
+from plextera_data.ledger import Ledger, RowState
+from plextera_data.models import TERMINAL_STATUSES, Run
 from plextera_data.pacing import Pacer
 from plextera_data.poll import _RowPlan
 from plextera_data.progress import WidgetReporter
@@ -60,7 +61,8 @@ def make_batch(
                 submitted_at=datetime.now(UTC),
             )
         )
-    return Batch(workflow, client, rows, pd.Index([r.key for r in rows]), pacer=Pacer())
+    ledger = Ledger(rows, pd.Index([r.key for r in rows]), workflow_id=workflow)
+    return Batch(client, ledger, pacer=Pacer())
 
 
 def spread(n: int, low: float = 0.5, high: float = 20.0, seed: int = 1) -> list[dict[str, Any]]:
@@ -90,9 +92,7 @@ def test_thousand_runs_all_terminal_none_polled_after_terminal(
     sim, server = sim_server
     batch = make_batch(sim, server, spread(1000))
     reporter = WidgetReporter(len(batch.rows), display=False)
-    from plextera_data import poll
-
-    asyncio.run(poll.wait_async(batch, reporter=reporter, **FAST))
+    asyncio.run(batch.wait_async(progress=reporter, time_scale=FAST["time_scale"]))
     assert_all_accounted(batch, sim)
     # The widget ends in its final state: all finished, the summary says done.
     assert reporter.bar.value == reporter.bar.max == 1000
@@ -175,7 +175,8 @@ def test_watch_returns_at_once_in_a_running_loop(sim_server: tuple[Simulator, An
     async def notebook_cell() -> None:
         returned = batch.watch(**FAST)  # sync call inside a running loop, as in a notebook
         assert returned is batch
-        task = batch._watch_task  # type: ignore[attr-defined]
+        task = batch._watch_task
+        assert task is not None
         assert not task.done()  # polling goes on in the background
         partial = batch.status  # partial results are readable meanwhile
         assert len(partial) == 100
@@ -203,7 +204,8 @@ def test_stop_cancels_background_polling() -> None:
 
         async def cell() -> None:
             batch.watch(**FAST)
-            task = batch._watch_task  # type: ignore[attr-defined]
+            task = batch._watch_task
+            assert task is not None
             await polled.wait()
             batch.stop()
             with pytest.raises(asyncio.CancelledError):
@@ -238,7 +240,7 @@ def test_interrupt_stops_cleanly_and_says_how_to_resume(
     with pytest.raises(KeyboardInterrupt, match=r"batch\.wait\(\)"):
         batch.wait(**FAST)
     assert "Polling interrupted" in capsys.readouterr().err
-    assert batch._poller is None
+    assert batch._scheduler is None
     batch.aclient.get_run = real_get  # type: ignore[method-assign]
     batch.wait(**FAST)
     assert all(r.status in TERMINAL_STATUSES for r in batch.rows)
@@ -257,14 +259,14 @@ def test_rows_appearing_during_submission_are_picked_up(
     async def submission() -> None:
         for row, run_id in zip(hidden, ids, strict=True):
             await asyncio.sleep(0.002)
-            row.run_id = run_id
-            batch.set_status(row, "PROCESSING")
+            batch.ledger.accept(row, Run(id=run_id, status="PROCESSING"), datetime.now(UTC))
 
     async def main() -> None:
-        from plextera_data import poll
+        from plextera_data.poll import PollSettings
 
         task = asyncio.ensure_future(submission())
-        await poll.wait_async(batch, submission=task, **FAST)
+        settings = PollSettings(time_scale=FAST["time_scale"])
+        await batch._poll(settings, None, submission=task)
         assert task.done()
 
     asyncio.run(main())
@@ -285,16 +287,20 @@ def test_unknown_polling_option_is_named() -> None:
 def offline_scheduler(n_rows: int = 1, **settings: Any) -> tuple[Any, Batch]:
     """A scheduler over a batch of ``n_rows`` running rows, with no server and no jitter."""
     from plextera_data.poll import PollSettings, Scheduler
-    from plextera_data.progress import NullReporter
 
     rows = [
         RowState(key=i, position=i, fingerprint=str(i), run_id=f"run-{i}", status="PROCESSING")
         for i in range(n_rows)
     ]
     client = Client(api_key="k", base_url="http://127.0.0.1:9")
-    batch = Batch("wf", client, rows, pd.RangeIndex(n_rows), pacer=Pacer())
+    batch = Batch(client, Ledger(rows, pd.RangeIndex(n_rows), workflow_id="wf"), pacer=Pacer())
     scheduler = Scheduler(
-        batch, PollSettings(jitter=0.0, **settings), NullReporter(), clock=lambda: 0.0
+        batch.ledger,
+        batch.aclient,
+        batch.pacer,
+        batch.clock,
+        PollSettings(jitter=0.0, **settings),
+        clock=lambda: 0.0,
     )
     return scheduler, batch
 
@@ -382,11 +388,11 @@ def test_elapsed_time_follows_the_api_clock_not_a_skewed_client_clock() -> None:
     ahead = timedelta(seconds=600)
     skewed = running(605.0)
     assert scheduler._elapsed(row, skewed) == pytest.approx(605.0, abs=2.0)
-    batch.note_server_time(datetime.now(UTC) - ahead, received_at=datetime.now(UTC))
-    assert batch.clock_offset == pytest.approx(600.0, abs=2.0)
+    batch.clock.note(datetime.now(UTC) - ahead, received_at=datetime.now(UTC))
+    assert batch.clock.offset == pytest.approx(600.0, abs=2.0)
     # A slower answer (more latency) never makes the estimate worse.
-    batch.note_server_time(datetime.now(UTC) - ahead, received_at=datetime.now(UTC) + ahead)
-    assert batch.clock_offset == pytest.approx(600.0, abs=2.0)
+    batch.clock.note(datetime.now(UTC) - ahead, received_at=datetime.now(UTC) + ahead)
+    assert batch.clock.offset == pytest.approx(600.0, abs=2.0)
     assert scheduler._elapsed(row, skewed) == pytest.approx(5.0, abs=2.0)
 
 
@@ -509,37 +515,32 @@ def test_with_nothing_learned_only_probe_rows_are_polled_at_first() -> None:
     assert scheduler.deferred_delay(deferred, plan) == pytest.approx(27**0.5 + 0.1)
 
 
-def test_the_poller_takes_a_sped_up_simulators_clock_from_its_answers() -> None:
-    """Against a simulator running 100x, with no time_scale given: the client reads the speed
-    the simulator declares, and the poller's idea of the API's time follows the simulated clock
-    (the runs' times are simulated; polls must be spaced in wall time)."""
+def test_the_poller_follows_the_clients_clock_rate_for_a_sped_up_simulator() -> None:
+    """Against a simulator running 100x, with no time_scale given: the client is told the
+    simulator's speed (``clock_rate``), and the poller's idea of the API's time follows the
+    simulated clock (the runs' times are simulated; polls must be spaced in wall time)."""
     import plextera_data as px
-    from plextera_data.client import SIMULATOR_SPEED_HEADER
     from plextera_data.poll import PollSettings, Scheduler
-    from plextera_data.progress import NullReporter
 
     sim = Simulator(seed=4, speed=SPEED)
     with sim.serve() as server:
-        client = Client(api_key=sim.api_key, base_url=server.base_url)
-        assert client.aclient.clock_rate == 1.0  # nothing heard yet
+        client = Client(api_key=sim.api_key, base_url=server.base_url, clock_rate=SPEED)
+        assert client.aclient.clock_rate == SPEED
         frame = pd.DataFrame({"durationSeconds": [5.0, 10.0, 20.0]})
         batch = px.submit(frame, "variable-duration", client=client, progress=False)
-        assert client.aclient.clock_rate == SPEED
+
+        def scheduler(settings: PollSettings) -> Scheduler:
+            return Scheduler(batch.ledger, batch.aclient, batch.pacer, batch.clock, settings)
 
         async def check() -> None:
-            scheduler = Scheduler(batch, PollSettings(), NullReporter())
-            assert scheduler.time_scale == pytest.approx(1 / SPEED)
-            gap = (scheduler._api_now() - sim.clock.now()).total_seconds()
+            fast = scheduler(PollSettings())
+            assert fast.time_scale == pytest.approx(1 / SPEED)
+            gap = (fast._api_now() - sim.clock.now()).total_seconds()
             assert abs(gap) < 30  # simulated seconds: 0.3 s of wall time at 100x
-            explicit = Scheduler(batch, PollSettings(time_scale=0.5), NullReporter())
-            assert explicit.time_scale == 0.5  # a setting wins over the API's word
+            explicit = scheduler(PollSettings(time_scale=0.5))
+            assert explicit.time_scale == 0.5  # a setting wins over the client's rate
 
         asyncio.run(check())
         batch.wait(progress=False)
         assert_all_accounted(batch, sim)
         assert sum(r.polls for r in batch.rows) <= 3 * 6
-
-    manual = Simulator(seed=4, speed=None)  # a manual clock declares no speed
-    with manual.serve() as server:
-        answer = httpx.get(f"{server.base_url}/workflow-runs/x")
-        assert SIMULATOR_SPEED_HEADER.lower() not in answer.headers

@@ -14,6 +14,7 @@ import pytest
 import plextera_data as px
 from plextera_data.batch import SUBMISSION_FAILED, SUBMISSION_UNCERTAIN
 from plextera_data.errors import JournalError
+from plextera_data.retry import RetryPolicy
 from plextera_data.simulator import Fault, Simulator, StepSpec, Workflow
 from plextera_data.submit import SubmissionInterrupted, submit_async
 
@@ -138,13 +139,13 @@ def test_resume_does_not_fetch_finished_runs_again(tmp_path: Path) -> None:
     sim.clock.advance(30)
     for row in batch.rows[:4]:
         assert row.run_id is not None
-        batch.record_run(row, client.get_run(row.run_id))
+        batch.ledger.record_run(row, client.get_run(row.run_id))
     batch.journal.close()  # type: ignore[union-attr]
     gets_before = sim.stats.total_gets
     resumed = px.resume(journal, client=client)
     assert resumed.status.index.equals(batch.status.index)
     assert list(resumed.status["status"]) == ["COMPLETED"] * 4 + ["PROCESSING"] * 2
-    assert [r.key for r in resumed.pending_poll()] == ["row-4", "row-5"]
+    assert [r.key for r in resumed.ledger.pending_poll()] == ["row-4", "row-5"]
     assert len(resumed.runs) == 4  # the finished ones, from the journal's final JSON
     assert resumed.runs[0].steps[0].name == "Echo"
     assert sim.stats.total_gets == gets_before
@@ -177,7 +178,13 @@ def test_refused_rows_fail_and_are_sent_again_on_rerun(tmp_path: Path) -> None:
 
 
 def test_rate_limit_attempts_are_capped() -> None:
-    sim, client = make_sim(faults=[Fault(kind="rate_limit", method="POST", retry_after=0.001)])
+    sim, _ = make_sim(faults=[Fault(kind="rate_limit", method="POST", retry_after=0.001)])
+    client = px.Client(
+        api_key=sim.api_key,
+        base_url=sim.in_process_base_url,
+        transport=sim.transport(),
+        retry=RetryPolicy(max_retries=9),
+    )
     batch = px.submit(frame(2), "echo", client=client, progress=False, concurrency=2)
     assert set(batch.status["status"]) == {SUBMISSION_FAILED}
     assert list(batch.status["attempts"]) == [10, 10]

@@ -1,0 +1,177 @@
+"""The submission engine: starts the runs of planned rows, each exactly once.
+
+:class:`Sender` sends the rows it is given with up to ``workers`` starts at once, each through
+the batch's shared :class:`~plextera_data.pacing.Pacer`, and tells the
+:class:`~plextera_data.ledger.Ledger` what happened to each:
+
+* before a POST leaves, the row is marked ``SUBMITTING`` (with its ``X-Request-Id``) and, with a
+  journal, that mark is committed;
+* an answer with a run id is accepted (committed at the loop's next turn);
+* a start that cannot have created a run (a 429, a connection that was never opened) is sent
+  again, as the client's :class:`~plextera_data.retry.RetryPolicy` allows: the same count
+  (``max_retries``) and waits (``Retry-After``, else backoff). A 429 pauses every request of
+  the batch (the pacer); the row is ``SUBMISSION_FAILED`` once the retries are spent;
+* any other failure whose run may exist (5xx, a timeout or a dropped connection after the
+  request was sent) marks the row ``SUBMISSION_UNCERTAIN``, never re-sent by itself; a refusal
+  (4xx) marks it ``SUBMISSION_FAILED``.
+
+On cancellation no new start is sent, starts in flight get :data:`INTERRUPT_GRACE` seconds to
+finish (then they are marked uncertain), the journal is committed and ``CancelledError``
+propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+
+from plextera_data.client import AsyncClient, new_request_id
+from plextera_data.clock import ApiClock
+from plextera_data.errors import APIError, InvalidInputError, RateLimitError
+from plextera_data.ledger import SUBMITTING, Ledger, RowState
+from plextera_data.pacing import Pacer
+from plextera_data.retry import is_retryable_for_post
+from plextera_data.rows import RowRequest
+
+__all__ = ["INTERRUPT_GRACE", "Sender"]
+
+#: Seconds that starts already in flight get to finish after an interrupt.
+INTERRUPT_GRACE = 10.0
+
+_UNCERTAIN_INTERRUPTED = (
+    "Interrupted while this row's start was in flight; the run may or may not exist. Check in "
+    "Plextera (request id {rid}), then batch.resubmit([key]) if it does not."
+)
+
+
+class Sender:
+    """Starts runs of one workflow for the rows given to :meth:`send` (see the module)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        aclient: AsyncClient,
+        pacer: Pacer,
+        clock: ApiClock,
+        *,
+        workflow_id: str,
+    ) -> None:
+        self.ledger = ledger
+        self.aclient = aclient
+        self.pacer = pacer
+        self.clock = clock
+        self.workflow_id = workflow_id
+        #: True while :meth:`send` runs (the display says "submitting" then).
+        self.active = False
+
+    async def send(
+        self, targets: Sequence[tuple[RowState, RowRequest]], *, workers: int | None = None
+    ) -> None:
+        """Start the runs of ``targets`` with up to ``workers`` (default: the pacer's cap) at
+        once; returns when every row is accepted or flagged."""
+        pending: Iterator[tuple[RowState, RowRequest]] = iter(targets)
+        stopping = False
+        count = max(1, min(workers or self.pacer.max_in_flight, len(targets)))
+
+        async def worker() -> None:
+            for row, request in pending:
+                if stopping:
+                    return
+                await self._send_one(row, request)
+
+        self.active = True
+        tasks = [asyncio.create_task(worker()) for _ in range(count)] if targets else []
+        try:
+            if tasks:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+                if failed:
+                    stopping = True
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    raise failed[0].exception()  # type: ignore[misc]
+        except asyncio.CancelledError:
+            stopping = True
+            _, still = await asyncio.wait(tasks, timeout=INTERRUPT_GRACE)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            self.active = False
+            self.ledger.commit_quietly()
+
+    async def _send_one(self, row: RowState, request: RowRequest) -> None:
+        """Start one row's run, sending again while the policy allows and no run can exist."""
+        request_id = new_request_id()
+        kwargs = request.start_kwargs()
+        while True:
+            wait = await self._attempt(row, request, request_id, kwargs)
+            if wait is None:
+                return
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def _attempt(
+        self, row: RowState, request: RowRequest, request_id: str, kwargs: dict[str, object]
+    ) -> float | None:
+        """One POST. Returns ``None`` when the row is settled (accepted or flagged), else the
+        seconds this row waits before it is sent again (a 429's pause is the pacer's)."""
+        await self.pacer.acquire()
+        accepted = False
+        try:
+            self.ledger.mark_sending(row, request_id, request.fingerprint)
+            await self.ledger.flush()  # the SUBMITTING mark is on disk before the POST leaves
+            try:
+                run = await self.aclient.start_run(
+                    self.workflow_id,
+                    request_id=request_id,
+                    retry=False,
+                    **kwargs,  # type: ignore[arg-type]
+                )
+            except (APIError, InvalidInputError) as exc:
+                return self._failed(row, exc)
+            self.pacer.on_success()
+            received_at = datetime.now(UTC)
+            self.clock.note(run.created_at, received_at)
+            self.ledger.accept(row, run, received_at)
+            accepted = True
+            return None
+        except asyncio.CancelledError:
+            if accepted:
+                self.ledger.commit()
+            elif row.status == SUBMITTING:
+                self.ledger.mark_uncertain(
+                    row, None, message=_UNCERTAIN_INTERRUPTED.format(rid=request_id)
+                )
+                self.ledger.commit()
+            raise
+        finally:
+            self.pacer.release()
+
+    def _failed(self, row: RowState, exc: APIError | InvalidInputError) -> float | None:
+        policy = self.aclient.retry
+        if is_retryable_for_post(exc):
+            if row.attempts > policy.max_retries:
+                self.ledger.refuse(
+                    row,
+                    exc,
+                    message=f"Still refused after {row.attempts} attempts "
+                    f"(the client's RetryPolicy allows {policy.max_retries} retries): {exc}",
+                )
+                if isinstance(exc, RateLimitError):
+                    self.pacer.on_rate_limited(policy.delay(exc, row.attempts - 1))
+                return None
+            wait = policy.delay(exc, row.attempts - 1)
+            self.ledger.requeue(row, exc)
+            if isinstance(exc, RateLimitError):
+                self.pacer.on_rate_limited(wait)  # pauses every request of the batch
+                return 0.0
+            return wait
+        if isinstance(exc, APIError) and exc.may_have_created:
+            self.ledger.mark_uncertain(row, exc)
+        else:
+            self.ledger.refuse(row, exc)
+        return None
