@@ -33,11 +33,12 @@ from typing import Any
 
 import pandas as pd
 
-from plextera_data import poll
-from plextera_data.batch import Batch, RowState
 from plextera_data.client import Client
+from plextera_data.clock import ApiClock
+from plextera_data.ledger import Ledger, RowState
 from plextera_data.models import Run
 from plextera_data.pacing import Pacer
+from plextera_data.poll import PollSettings, Scheduler
 from plextera_data.simulator import SimClock, Simulator, StepSpec, Workflow
 
 
@@ -140,18 +141,25 @@ async def adaptive(sim: Simulator, run_ids: list[str], seen: dict[str, float]) -
         RowState(key=i, position=i, fingerprint=str(i), run_id=run_id, status="PROCESSING")
         for i, run_id in enumerate(run_ids)
     ]
-    batch = Batch(sim_workflow(sim, run_ids[0]), client, rows, pd.RangeIndex(len(rows)))
-    batch.pacer = Pacer(clock=loop.time)
-    record = batch.record_run
 
-    def record_and_time(row: RowState, run: Run) -> bool:
-        changed = record(row, run)
-        if run.is_terminal and row.run_id not in seen:
-            seen[str(row.run_id)] = loop.time()
-        return changed
+    class TimingLedger(Ledger):
+        """Notes when each run was first seen terminal."""
 
-    batch.record_run = record_and_time  # type: ignore[method-assign]
-    await poll.wait_async(batch, progress=False, seed=1, **SETTINGS)
+        def record_run(self, row: RowState, run: Run, *, force_save: bool = False) -> bool:
+            changed = super().record_run(row, run, force_save=force_save)
+            if run.is_terminal and row.run_id not in seen:
+                seen[str(row.run_id)] = loop.time()
+            return changed
+
+    ledger = TimingLedger(rows, pd.RangeIndex(len(rows)), workflow_id=sim_workflow(sim, run_ids[0]))
+    scheduler = Scheduler(
+        ledger,
+        client.aclient,
+        Pacer(clock=loop.time),
+        ApiClock(),
+        PollSettings(seed=1, **SETTINGS),
+    )
+    await scheduler.run()
     await client.aclient.aclose()
 
 

@@ -329,6 +329,15 @@ class Journal:
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 
+    def set_options(self, batch_id: int, options: dict[str, Any]) -> None:
+        """Record the settings of the latest submission into this batch (not committed)."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE batches SET options = ? WHERE id = ?",
+                (json.dumps(options, sort_keys=True, default=str), batch_id),
+            )
+            self._dirty = True
+
     def add_rows(
         self, batch_id: int, rows: Iterable[tuple[str, int, str, int, int, str]]
     ) -> list[int]:

@@ -573,6 +573,7 @@ def open_ledger(
             f"{recorded.workflow_id!r}, not {workflow_id!r}. Use another journal file for "
             "another workflow; nothing was sent."
         )
+    journal.set_options(recorded.id, options)
     return _reopen(rows, index, recorded, workflow_id=workflow_id, journal=journal)
 
 
