@@ -252,11 +252,45 @@ class Batch:
             await self._displayed(
                 progress,
                 self._send_and_poll(targets, PollSettings()),
-                ended=lambda finished: "done" if finished else "stopped",
+                ended=lambda finished: "stopped" if self._sender.refused else "done",
             )
         else:
-            await self._displayed(progress, self._sender.send(targets), ended=lambda _: "submitted")
+            await self._displayed(
+                progress,
+                self._sender.send(targets),
+                ended=lambda _: "stopped" if self._sender.refused else "submitted",
+            )
+        self._raise_if_refused()
         return self
+
+    def _raise_if_refused(self) -> None:
+        """Say why submission stopped when the API refused the whole batch."""
+        exc = self._sender.refused
+        if exc is None:
+            return
+        refused = self.ledger.count(SUBMISSION_FAILED)
+        unsent = self.ledger.count(NOT_SUBMITTED)
+        if isinstance(exc, errors.AuthenticationError):
+            what = f"The API at {self.client.base_url} refused the API key"
+            fix = "Check PLEXTERA_API_KEY (or Client(api_key=...))"
+        elif isinstance(exc, errors.PermissionDeniedError):
+            what = f"The API key may not start runs of workflow {self.workflow_id!r}"
+            fix = "Ask a workspace admin for access, or use a key that has it"
+        else:
+            what = f"Workflow {self.workflow_id!r} was not found at {self.client.base_url}"
+            fix = "Check the workflow id and PLEXTERA_BASE_URL"
+        again = (
+            f"run px.submit(...) again with journal={str(self.journal.path)!r}"
+            if self.journal is not None
+            else "run px.submit(...) again"
+        )
+        raise errors.SubmissionRefusedError(
+            f"{what} ({exc.status_code} {exc.code or ''}: {exc.vendor_message or exc}). "
+            f"Submission stopped: {refused} rows refused, {unsent} not sent. {fix}, then "
+            f"{again} to send them (batch: this error's .batch).",
+            cause=exc,
+            batch=self,
+        ) from None
 
     # ------------------------------------------------------------------ polling
 
@@ -431,6 +465,7 @@ class Batch:
             targets.append((row, requests[row.key]))
         if targets:
             await self._sender.send(targets)
+            self._raise_if_refused()
         return self
 
     def _requests_by_key(self, frame: pd.DataFrame | None) -> dict[Any, RowRequest]:

@@ -38,6 +38,7 @@ __all__ = [
     "RateLimitError",
     "RunFailedError",
     "ServerError",
+    "SubmissionRefusedError",
     "WaitTimeoutError",
 ]
 
@@ -282,6 +283,20 @@ class RunFailedError(PlexteraError):
 
     def __init__(self, message: str, runs: Sequence[Any] = ()) -> None:
         self.runs = list(runs)
+        super().__init__(message)
+
+
+class SubmissionRefusedError(PlexteraError):
+    """The API refused a start in a way that no other row can succeed either (a bad key, a key
+    without permission, a workflow that does not exist): submission stopped at once.
+
+    ``cause`` is the API's answer; ``batch`` the batch (the refused rows are
+    ``SUBMISSION_FAILED``, the rest ``NOT_SUBMITTED``: a rerun after the fix sends them).
+    """
+
+    def __init__(self, message: str, *, cause: APIStatusError, batch: Any = None) -> None:
+        self.cause = cause
+        self.batch = batch
         super().__init__(message)
 
 

@@ -553,6 +553,18 @@ def open_ledger(
     for row in rows:
         row.key_text = encode_key(row.key)
     recorded = journal.load()
+    if recorded is not None and recorded.workflow_id != workflow_id:
+        if any(
+            rec.run_id or rec.status not in (NOT_SUBMITTED, SUBMISSION_FAILED)
+            for rec in recorded.rows
+        ):
+            journal.close()
+            raise JournalError(
+                f"The journal {str(journal.path)!r} records a batch of workflow "
+                f"{recorded.workflow_id!r}, not {workflow_id!r}. Use another journal file for "
+                "another workflow; nothing was sent."
+            )
+        recorded = None  # no run was ever started: the journal begins a new batch
     if recorded is None:
         batch_id = journal.create_batch(workflow_id, options)
         ids = journal.add_rows(
@@ -566,13 +578,6 @@ def open_ledger(
             rows, index, workflow_id=workflow_id, journal=journal, journal_batch_id=batch_id
         )
         return Opened(ledger, list(range(len(rows))))
-    if recorded.workflow_id != workflow_id:
-        journal.close()
-        raise JournalError(
-            f"The journal {str(journal.path)!r} records a batch of workflow "
-            f"{recorded.workflow_id!r}, not {workflow_id!r}. Use another journal file for "
-            "another workflow; nothing was sent."
-        )
     journal.set_options(recorded.id, options)
     return _reopen(rows, index, recorded, workflow_id=workflow_id, journal=journal)
 

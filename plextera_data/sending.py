@@ -13,9 +13,13 @@ the batch's shared :class:`~plextera_data.pacing.Pacer`, and tells the
   the batch (the pacer); the row is ``SUBMISSION_FAILED`` once the retries are spent;
 * any other failure whose run may exist (5xx, a timeout or a dropped connection after the
   request was sent) marks the row ``SUBMISSION_UNCERTAIN``, never re-sent by itself; a refusal
-  (4xx) marks it ``SUBMISSION_FAILED``.
+  (4xx) marks it ``SUBMISSION_FAILED``;
+* a refusal that says no row can succeed (401, 403, or 404 on the workflow's start path) stops
+  the submission after that answer: the rows not sent stay ``NOT_SUBMITTED`` and
+  :attr:`Sender.refused` holds the answer.
 
-On cancellation no new start is sent, starts in flight get :data:`INTERRUPT_GRACE` seconds to
+The first start of a call is sent alone, the others once it is answered (a refusal of the whole
+batch then costs one request, not one per worker). On cancellation no new start is sent, starts in flight get :data:`INTERRUPT_GRACE` seconds to
 finish (then they are marked uncertain), the journal is committed and ``CancelledError``
 propagates.
 """
@@ -28,13 +32,21 @@ from datetime import UTC, datetime
 
 from plextera_data.client import AsyncClient, new_request_id
 from plextera_data.clock import ApiClock
-from plextera_data.errors import APIError, InvalidInputError, RateLimitError
+from plextera_data.errors import (
+    APIError,
+    APIStatusError,
+    AuthenticationError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+)
 from plextera_data.ledger import SUBMITTING, Ledger, RowState
 from plextera_data.pacing import Pacer
 from plextera_data.retry import is_retryable_for_post
 from plextera_data.rows import RowRequest
 
-__all__ = ["INTERRUPT_GRACE", "Sender"]
+__all__ = ["INTERRUPT_GRACE", "Sender", "batch_wide"]
 
 #: Seconds that starts already in flight get to finish after an interrupt.
 INTERRUPT_GRACE = 10.0
@@ -64,6 +76,8 @@ class Sender:
         self.workflow_id = workflow_id
         #: True while :meth:`send` runs (the display says "submitting" then).
         self.active = False
+        #: The answer that stopped the last :meth:`send` because no row could succeed.
+        self.refused: APIStatusError | None = None
 
     async def send(
         self, targets: Sequence[tuple[RowState, RowRequest]], *, workers: int | None = None
@@ -76,13 +90,20 @@ class Sender:
 
         async def worker() -> None:
             for row, request in pending:
-                if stopping:
+                if stopping or self.refused is not None:
                     return
                 await self._send_one(row, request)
 
         self.active = True
-        tasks = [asyncio.create_task(worker()) for _ in range(count)] if targets else []
+        self.refused = None
+        tasks: list[asyncio.Task[None]] = []
         try:
+            # The first start goes alone: if its answer says no start can succeed (a bad key,
+            # an unknown workflow), that one request is all the batch sends.
+            for row, request in pending:
+                await self._send_one(row, request)
+                break
+            tasks = [asyncio.create_task(worker()) for _ in range(count)]
             if tasks:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
                 failed = [t for t in done if not t.cancelled() and t.exception() is not None]
@@ -174,4 +195,15 @@ class Sender:
             self.ledger.mark_uncertain(row, exc)
         else:
             self.ledger.refuse(row, exc)
+            if batch_wide(exc) and self.refused is None:
+                self.refused = exc  # type: ignore[assignment]
         return None
+
+
+def batch_wide(exc: BaseException) -> bool:
+    """True when a refused start says that no start of the batch can succeed: the key is bad
+    (401) or may not start this workflow (403), or the workflow does not exist (404
+    ``NOT_FOUND`` on its start path)."""
+    if isinstance(exc, AuthenticationError | PermissionDeniedError):
+        return True
+    return isinstance(exc, NotFoundError) and exc.code in (None, "NOT_FOUND")

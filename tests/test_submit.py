@@ -13,7 +13,7 @@ import pytest
 
 import plextera_data as px
 from plextera_data.batch import SUBMISSION_FAILED, SUBMISSION_UNCERTAIN
-from plextera_data.errors import JournalError
+from plextera_data.errors import JournalError, NotFoundError, SubmissionRefusedError
 from plextera_data.retry import RetryPolicy
 from plextera_data.simulator import Fault, Simulator, StepSpec, Workflow
 from plextera_data.submit import SubmissionInterrupted, submit_async
@@ -170,11 +170,18 @@ def test_rows_in_flight_at_a_crash_become_uncertain_on_resume(tmp_path: Path) ->
 
 
 def test_refused_rows_fail_and_are_sent_again_on_rerun(tmp_path: Path) -> None:
-    _sim, client = make_sim()
+    sim, client = make_sim()
     journal = tmp_path / "j.db"
-    batch = px.submit(frame(3), "nope", client=client, journal=journal, progress=False)
-    assert set(batch.status["status"]) == {SUBMISSION_FAILED}
-    assert batch.status["error"].str.contains("NotFoundError").all()
+    with pytest.raises(SubmissionRefusedError) as caught:
+        px.submit(frame(3), "nope", client=client, journal=journal, progress=False)
+    batch = caught.value.batch
+    refused = batch.status[batch.status["status"] == SUBMISSION_FAILED]
+    assert len(refused) == 1  # the first refusal stopped the batch; the rest were not sent
+    assert refused["error"].str.contains("NotFoundError").all()
+    assert sim.stats.post_attempts["nope"] == 1
+    with pytest.raises(SubmissionRefusedError):
+        px.submit(frame(3), "nope", client=client, journal=journal, progress=False)
+    assert sim.stats.post_attempts["nope"] == 2  # the refused row was sent again
 
 
 def test_rate_limit_attempts_are_capped() -> None:
@@ -269,12 +276,90 @@ def test_api_key_never_reaches_the_journal(tmp_path: Path) -> None:
     sim = Simulator(seed=0, speed=None, workflows=[ECHO], api_key=key)
     client = px.Client(api_key=key, base_url=sim.in_process_base_url, transport=sim.transport())
     journal = tmp_path / "j.db"
-    batch = px.submit(frame(5), "nope", client=client, journal=journal, progress=False)
-    px.submit(frame(5, 5), "nope", client=client, journal=journal, progress=False)
-    batch.journal.close()  # type: ignore[union-attr]
+    with pytest.raises(SubmissionRefusedError) as caught:
+        px.submit(frame(5), "nope", client=client, journal=journal, progress=False)
+    batch = caught.value.batch
+    with pytest.raises(SubmissionRefusedError) as again:
+        px.submit(frame(5, 5), "nope", client=client, journal=journal, progress=False)
+    assert key not in str(caught.value) + str(again.value)
+    batch.journal.close()
     for path in tmp_path.iterdir():
         assert key.encode() not in path.read_bytes()
     assert key not in repr(batch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert key not in batch._repr_html_()
+
+
+# --------------------------------------------------------------------------- batch-wide refusals
+
+
+def test_a_wrong_workflow_id_is_sent_once_and_a_rerun_after_the_fix_sends_the_rest(
+    tmp_path: Path,
+) -> None:
+    sim, client = make_sim()
+    journal = tmp_path / "j.db"
+    df = frame(200)
+    with pytest.raises(SubmissionRefusedError, match="Workflow 'echoo' was not found") as caught:
+        px.submit(df, "echoo", client=client, journal=journal, progress=False)
+    assert sim.stats.total_posts == 0
+    assert sum(sim.stats.post_attempts.values()) == 1  # one refused POST, not 200
+    error = caught.value
+    assert isinstance(error.cause, NotFoundError)
+    assert "1 rows refused, 199 not sent" in str(error)
+    assert "Check the workflow id" in str(error)
+    batch = error.batch
+    assert batch.counts == {"NOT_SUBMITTED": 199, SUBMISSION_FAILED: 1}
+    fixed = px.submit(df, "echo", client=client, journal=journal, progress=False)
+    assert runs_per_row(sim) == Counter({key: 1 for key in df.index})
+    assert fixed.status["run_id"].notna().all()
+
+
+def test_a_revoked_key_is_sent_once(tmp_path: Path) -> None:
+    sim = Simulator(seed=0, speed=None, workflows=[ECHO], api_key="sk_sim_current")
+    client = px.Client(
+        api_key="sk_sim_revoked", base_url=sim.in_process_base_url, transport=sim.transport()
+    )
+    with pytest.raises(SubmissionRefusedError, match="refused the API key") as caught:
+        px.submit(frame(50), "echo", client=client, progress=False, wait=True)
+    assert sim.stats.by_status[401] == 1
+    assert "sk_sim_revoked" not in str(caught.value)
+    good = px.Client(
+        api_key="sk_sim_current", base_url=sim.in_process_base_url, transport=sim.transport()
+    )
+    assert caught.value.batch.counts["NOT_SUBMITTED"] == 49
+    batch = px.submit(frame(50), "echo", client=good, progress=False)
+    assert runs_per_row(sim) == Counter({f"row-{i}": 1 for i in range(50)})
+    assert batch.counts == {"PROCESSING": 50}
+
+
+def test_a_forbidden_start_stops_submission() -> None:
+    import httpx
+
+    posts: list[str] = []
+
+    def forbidden(request: httpx.Request) -> httpx.Response:
+        posts.append(request.url.path)
+        return httpx.Response(
+            403,
+            json={"error": {"code": "FORBIDDEN", "message": "Not allowed.", "retryable": False}},
+        )
+
+    client = px.Client(
+        api_key="k", base_url="http://127.0.0.1:9", transport=httpx.MockTransport(forbidden)
+    )
+    with pytest.raises(SubmissionRefusedError, match="may not start runs of workflow 'echo'"):
+        px.submit(frame(30), "echo", client=client, progress=False, concurrency=8)
+    assert len(posts) == 1
+
+
+def test_a_404_for_something_else_is_not_batch_wide() -> None:
+    from plextera_data.errors import NotFoundError as NotFound
+    from plextera_data.sending import batch_wide
+
+    def not_found(code: str | None) -> NotFound:
+        return NotFound(status_code=404, method="POST", path="/workflows/x/runs", code=code)
+
+    assert batch_wide(not_found("NOT_FOUND"))
+    assert batch_wide(not_found(None))
+    assert not batch_wide(not_found("FILE_NOT_FOUND"))
