@@ -41,6 +41,7 @@ from plextera_data.models import FAILURE_STATUSES, Run
 from plextera_data.pacing import Pacer
 from plextera_data.poll import PollSettings, Scheduler
 from plextera_data.progress import PacingState, Snapshot, follow, open_progress
+from plextera_data.reconcile import Reconciliation, find
 from plextera_data.rows import RowRequest, plan_requests
 from plextera_data.sending import Sender
 from plextera_data.tables import Tables
@@ -108,6 +109,8 @@ class Batch:
         )
         self._scheduler: Scheduler | None = None
         self._watch_task: asyncio.Task[Any] | None = None
+        #: What the last :meth:`reconcile` found and did (``None``: never reconciled).
+        self.reconciliation: Reconciliation | None = None
         self._call_started = time.monotonic()
 
     # ------------------------------------------------------------------ what it holds
@@ -245,9 +248,11 @@ class Batch:
         *,
         progress: Any = True,
         wait: bool = False,
+        reconcile: bool = False,
     ) -> Batch:
         """Send ``targets`` (rows of this batch and their planned requests) under one display;
-        with ``wait=True`` also poll until every run is terminal. Used by ``px.submit``."""
+        with ``wait=True`` also poll until every run is terminal; with ``reconcile=True``,
+        reconcile the uncertain starts at the end of submission. Used by ``px.submit``."""
         if wait:
             await self._displayed(
                 progress,
@@ -261,6 +266,8 @@ class Batch:
                 ended=lambda _: "stopped" if self._sender.refused else "submitted",
             )
         self._raise_if_refused()
+        if reconcile and self.ledger.count(SUBMISSION_UNCERTAIN):
+            await self.reconcile_async()
         return self
 
     def _raise_if_refused(self) -> None:
@@ -467,6 +474,71 @@ class Batch:
             await self._sender.send(targets)
             self._raise_if_refused()
         return self
+
+    def reconcile(
+        self, *, frame: pd.DataFrame | None = None, window: float = 120.0, max_pages: int = 100
+    ) -> Reconciliation:
+        """Settle the ``SUBMISSION_UNCERTAIN`` rows as the vendor advises: list the recent runs
+        of the window in which their starts were in flight; a row whose window shows no run the
+        batch does not know is proven unsent and is sent once more; runs the batch does not know
+        are reported as candidates (``batch.adopt(key, run_id)``), never guessed.
+
+        ``frame``: the input frame, for a resumed batch. ``window``: seconds after a start left
+        in which its run could have been created. See :mod:`plextera_data.reconcile`.
+
+            found = batch.reconcile()
+            found.candidates        # {row key: [Candidate(run_id, created_at, status)]}
+        """
+        return run_sync(self.reconcile_async(frame=frame, window=window, max_pages=max_pages))
+
+    async def reconcile_async(
+        self, *, frame: pd.DataFrame | None = None, window: float = 120.0, max_pages: int = 100
+    ) -> Reconciliation:
+        """Async twin of :meth:`reconcile`."""
+        rows = [r for r in self.rows if r.status == SUBMISSION_UNCERTAIN]
+        result = Reconciliation()
+        if rows:
+            requests = self._requests_by_key(frame)
+            self.clock.seed(
+                (r.sent_at, r.submitted_at) for r in self.rows if r.sent_at and r.submitted_at
+            )
+            found = await find(
+                self.ledger, self.aclient, self.clock, rows, window=window, max_pages=max_pages
+            )
+            for row in found.proven:
+                self.ledger.reset_for_resend(row)
+            await self._sender.send([(row, requests[row.key]) for row in found.proven])
+            result = Reconciliation(
+                resent=[row.key for row in found.proven],
+                candidates=found.candidates,
+                inconclusive=[row.key for row in found.inconclusive],
+                pages=found.pages,
+            )
+            logger.info("%r", result)
+        self.reconciliation = result
+        return result
+
+    def adopt(self, row_key: Any, run_id: str) -> RowState:
+        """Tie run ``run_id`` (a candidate from :meth:`reconcile`, or one found in Plextera) to
+        the row ``row_key``, whose start is uncertain or failed: the row gets the run, as if its
+        start had been answered. Fetches the run once to check it."""
+        row = self.row(row_key)
+        holder = next((r for r in self.rows if r.run_id == run_id and r is not row), None)
+        if holder is not None:
+            raise ValueError(f"Run {run_id} is already row {holder.key!r}'s run in this batch")
+        if row.status not in (SUBMISSION_UNCERTAIN, SUBMISSION_FAILED, NOT_SUBMITTED):
+            raise ValueError(
+                f"Row {row_key!r} already has run {row.run_id} ({row.status}); "
+                "only a row without a run can adopt one"
+            )
+        run = self.client.get_run(run_id)
+        if run.workflow_id is not None and run.workflow_id != self.workflow_id:
+            raise ValueError(
+                f"Run {run_id} belongs to workflow {run.workflow_id!r}, not {self.workflow_id!r}"
+            )
+        self.ledger.adopt(row, run)
+        self.ledger.commit()
+        return row
 
     def _requests_by_key(self, frame: pd.DataFrame | None) -> dict[Any, RowRequest]:
         plan = self._plan

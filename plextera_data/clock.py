@@ -7,7 +7,9 @@ clocks from each new run's ``createdAt``, a timestamp the API set just before an
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 __all__ = ["ApiClock"]
@@ -46,3 +48,21 @@ class ApiClock:
             return server_time + timedelta(seconds=rate * (time.monotonic() - seen_at))
         now = datetime.now(UTC)
         return now - timedelta(seconds=self.offset) if self.offset else now
+
+    def to_api(self, client_time: datetime, rate: float | None = None) -> datetime:
+        """The API's time at the moment ``client_time`` (aware, client clock) was."""
+        rate = self.rate if rate is None else rate
+        ago = (datetime.now(UTC) - client_time).total_seconds()
+        return self.now(rate) - timedelta(seconds=rate * ago)
+
+    def seed(self, pairs: Iterable[tuple[datetime, datetime]]) -> bool:
+        """With no answer heard yet (a resumed batch), estimate the offset from recorded
+        ``(client time a start left, the API's createdAt of its run)`` pairs; returns whether
+        there was anything to learn from. Their median is the skew minus a typical latency."""
+        if self.offset is not None:
+            return True
+        samples = [(sent - created).total_seconds() for sent, created in pairs]
+        if not samples:
+            return False
+        self.offset = statistics.median(samples)
+        return True

@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS rows (
     error_code TEXT,
     request_id TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
+    sent_at TEXT,
     submitted_at TEXT,
     finished_at TEXT,
     UNIQUE (batch_id, fingerprint, occurrence)
@@ -197,6 +198,7 @@ class JournalRow:
     error_code: str | None
     request_id: str | None
     attempts: int
+    sent_at: dt.datetime | None
     submitted_at: dt.datetime | None
     finished_at: dt.datetime | None
 
@@ -282,8 +284,8 @@ class Journal:
             )
             for rec in self._conn.execute(
                 "SELECT id, row_key, position, fingerprint, occurrence, generation, run_id, "
-                "status, error, error_code, request_id, attempts, submitted_at, finished_at "
-                "FROM rows WHERE batch_id = ? ORDER BY position, id",
+                "status, error, error_code, request_id, attempts, sent_at, submitted_at, "
+                "finished_at FROM rows WHERE batch_id = ? ORDER BY position, id",
                 (batch.id,),
             ):
                 batch.rows.append(
@@ -301,8 +303,9 @@ class Journal:
                         error_code=rec[9],
                         request_id=rec[10],
                         attempts=rec[11],
-                        submitted_at=_from_iso(rec[12]),
-                        finished_at=_from_iso(rec[13]),
+                        sent_at=_from_iso(rec[12]),
+                        submitted_at=_from_iso(rec[13]),
+                        finished_at=_from_iso(rec[14]),
                     )
                 )
             for run_id, text in self._conn.execute(
@@ -378,6 +381,7 @@ class Journal:
         error_code: str | None,
         request_id: str | None,
         attempts: int,
+        sent_at: dt.datetime | None,
         submitted_at: dt.datetime | None,
         finished_at: dt.datetime | None,
     ) -> None:
@@ -385,8 +389,8 @@ class Journal:
         with self._lock:
             self._conn.execute(
                 "UPDATE rows SET fingerprint = ?, occurrence = ?, run_id = ?, status = ?, "
-                "error = ?, error_code = ?, request_id = ?, attempts = ?, submitted_at = ?, "
-                "finished_at = ? WHERE id = ?",
+                "error = ?, error_code = ?, request_id = ?, attempts = ?, sent_at = ?, "
+                "submitted_at = ?, finished_at = ? WHERE id = ?",
                 (
                     fingerprint,
                     occurrence,
@@ -396,6 +400,7 @@ class Journal:
                     error_code,
                     request_id,
                     attempts,
+                    _iso(sent_at),
                     _iso(submitted_at),
                     _iso(finished_at),
                     row_id,

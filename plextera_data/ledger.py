@@ -84,6 +84,9 @@ class RowState:
     attempts: int = 0
     polls: int = 0
     poll_failures: int = 0
+    #: When the last start of this row left (client clock, UTC); the API's ``createdAt`` of
+    #: its run is ``submitted_at``.
+    sent_at: datetime | None = None
     submitted_at: datetime | None = None
     finished_at: datetime | None = None
     run: Run | None = None
@@ -262,6 +265,7 @@ class Ledger:
         :meth:`flush` before sending: the mark must be on disk first."""
         row.attempts += 1
         row.request_id = request_id
+        row.sent_at = datetime.now(UTC)
         if fingerprint != row.fingerprint:  # new content for this row (a changed row re-sent)
             row.fingerprint = fingerprint
             row.occurrence = self._next_occurrence(fingerprint)
@@ -399,6 +403,7 @@ class Ledger:
             error_code=row.error_code,
             request_id=row.request_id,
             attempts=row.attempts,
+            sent_at=row.sent_at,
             submitted_at=row.submitted_at,
             finished_at=row.finished_at,
         )
@@ -483,6 +488,7 @@ def restore(row: RowState, rec: JournalRow, final_runs: dict[str, dict[str, Any]
     row.error_code = rec.error_code
     row.request_id = rec.request_id
     row.attempts = rec.attempts
+    row.sent_at = rec.sent_at
     row.submitted_at = rec.submitted_at
     row.finished_at = rec.finished_at
     row.key_text = rec.key_text

@@ -19,9 +19,9 @@ the batch's shared :class:`~plextera_data.pacing.Pacer`, and tells the
   :attr:`Sender.refused` holds the answer.
 
 The first start of a call is sent alone, the others once it is answered (a refusal of the whole
-batch then costs one request, not one per worker). On cancellation no new start is sent, starts in flight get :data:`INTERRUPT_GRACE` seconds to
-finish (then they are marked uncertain), the journal is committed and ``CancelledError``
-propagates.
+batch then costs one request, not one per worker). On cancellation no new start is sent, starts
+in flight get :data:`INTERRUPT_GRACE` seconds to finish (then they are marked uncertain), the
+journal is committed and ``CancelledError`` propagates.
 """
 
 from __future__ import annotations

@@ -248,6 +248,7 @@ async def submit_async(
     progress: Any = True,
     wait: bool = False,
     sep: str = ".",
+    reconcile: bool = False,
 ) -> Batch:
     """Async twin of :func:`submit`; cancelling it stops cleanly (see :func:`submit`)."""
     batch, targets = _prepare(
@@ -262,7 +263,9 @@ async def submit_async(
         sep=sep,
     )
     try:
-        return await batch.submit_rows_async(targets, progress=progress, wait=wait)
+        return await batch.submit_rows_async(
+            targets, progress=progress, wait=wait, reconcile=reconcile
+        )
     except asyncio.CancelledError:
         logger.warning("%s", _interrupt_message(batch))
         raise
@@ -281,6 +284,7 @@ def submit(
     progress: Any = True,
     wait: bool = False,
     sep: str = ".",
+    reconcile: bool = False,
 ) -> Batch:
     """Start one run of ``workflow_id`` per row of ``frame``; returns the :class:`Batch`.
 
@@ -294,6 +298,8 @@ def submit(
     is recognised by its request's content, under whatever key and in whatever order), and
     :func:`resume` picks the batch up after a crash. ``concurrency``: starts in flight at most.
     ``wait=True`` polls while submitting and returns when all runs are done.
+    ``reconcile=True`` settles the starts whose outcome is unknown at the end of submission, as
+    the vendor advises (see :meth:`Batch.reconcile`).
 
     Ctrl-C stops cleanly: starts in flight finish (or are marked ``SUBMISSION_UNCERTAIN``), the
     journal is committed, and :class:`SubmissionInterrupted` (a ``KeyboardInterrupt``) says how
@@ -319,7 +325,9 @@ def submit(
         task = asyncio.current_task()
         if task is not None:
             holder.append(task)
-        return await batch.submit_rows_async(targets, progress=progress, wait=wait)
+        return await batch.submit_rows_async(
+            targets, progress=progress, wait=wait, reconcile=reconcile
+        )
 
     try:
         with _interrupt_cancels(holder):

@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"retry", "pacing", "journal", "bodies", "tables", "parquet"},
     {"client", "rows", "flatten", "events"},
     {"ledger"},
-    {"sending", "poll", "uploads", "events_feed"},
+    {"sending", "poll", "reconcile", "uploads", "events_feed"},
     {"batch"},
     {"submit"},
     {"dask", "jobs", "demo", "cli", "__init__", "__main__"},

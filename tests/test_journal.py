@@ -79,6 +79,7 @@ def test_writers_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
             error_code=None,
             request_id=None,
             attempts=1,
+            sent_at=None,
             submitted_at=None,
             finished_at=None,
         )
