@@ -95,3 +95,51 @@ def test_writers_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
     assert loaded is not None
     assert [r.status for r in loaded.rows] == ["PROCESSING"] * 20
     assert [r.key for r in loaded.rows] == list(range(20))
+
+
+V1_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+INSERT INTO schema_version VALUES (1);
+CREATE TABLE batches (id INTEGER PRIMARY KEY, workflow_id TEXT NOT NULL, created_at TEXT NOT NULL,
+    options TEXT NOT NULL, frame_fingerprint TEXT);
+CREATE TABLE rows (batch_id INTEGER NOT NULL REFERENCES batches(id), row_key TEXT NOT NULL,
+    key_type TEXT NOT NULL, position INTEGER NOT NULL, fingerprint TEXT NOT NULL, run_id TEXT,
+    status TEXT NOT NULL, error TEXT, request_id TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+    submitted_at TEXT, finished_at TEXT, PRIMARY KEY (batch_id, row_key));
+CREATE INDEX rows_by_run ON rows (run_id);
+CREATE TABLE runs (run_id TEXT PRIMARY KEY, batch_id INTEGER NOT NULL REFERENCES batches(id),
+    final_json TEXT NOT NULL, recorded_at TEXT NOT NULL);
+INSERT INTO batches VALUES (1, 'wf', '2026-11-28T10:00:00+00:00', '{"sep": "."}', 'x');
+INSERT INTO rows VALUES (1, '"a"', 'str', 0, 'f1', 'run-a', 'COMPLETED', NULL, 'pxd_1', 1,
+    '2026-11-28T10:00:01+00:00', '2026-11-28T10:00:09+00:00');
+INSERT INTO rows VALUES (1, '"b"', 'str', 1, 'f1', NULL, 'SUBMITTING', NULL, 'pxd_2', 1, NULL,
+    NULL);
+INSERT INTO rows VALUES (1, '"c"', 'str', 2, 'f2', 'run-c', 'PROCESSING', NULL, 'pxd_3', 2,
+    '2026-11-28T10:00:02+00:00', NULL);
+INSERT INTO runs VALUES ('run-a', 1, '{"id": "run-a", "status": "COMPLETED"}', '2026-11-28');
+"""
+
+
+def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.plextera.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA)
+    journal = Journal(path)
+    loaded = journal.load()
+    assert loaded is not None
+    assert [r.key for r in loaded.rows] == ["a", "b", "c"]
+    # Identical requests become distinct starts, numbered in the order of their rows.
+    assert [(r.fingerprint, r.occurrence) for r in loaded.rows] == [
+        ("f1", 0),
+        ("f1", 1),
+        ("f2", 0),
+    ]
+    assert [r.status for r in loaded.rows] == ["COMPLETED", "SUBMITTING", "PROCESSING"]
+    assert loaded.rows[2].attempts == 2
+    assert loaded.final_runs == {"run-a": {"id": "run-a", "status": "COMPLETED"}}
+    journal.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        columns = {row[1] for row in db.execute("PRAGMA table_info(rows)")}
+        assert "key_type" not in columns
+        assert {"occurrence", "generation", "sent_at", "error_code"} <= columns

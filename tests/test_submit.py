@@ -363,3 +363,35 @@ def test_a_404_for_something_else_is_not_batch_wide() -> None:
     assert batch_wide(not_found("NOT_FOUND"))
     assert batch_wide(not_found(None))
     assert not batch_wide(not_found("FILE_NOT_FOUND"))
+
+
+def test_starts_still_in_flight_after_the_grace_period_become_uncertain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plextera_data import sending
+
+    monkeypatch.setattr(sending, "INTERRUPT_GRACE", 0.05)
+    slow = Fault(kind="slow", method="POST", delay=30.0, requests=set(range(2, 10)))
+    sim, client = make_sim(faults=[slow])
+    journal = tmp_path / "j.db"
+
+    async def main() -> None:
+        task = asyncio.create_task(
+            submit_async(frame(9), "echo", client=client.aclient, journal=journal, progress=False)
+        )
+        deadline = asyncio.get_running_loop().time() + 30
+        while sum(sim.stats.post_attempts.values()) < 9:  # the probe, then 8 slow ones
+            assert asyncio.get_running_loop().time() < deadline, "the starts did not leave"
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    resumed = px.resume(journal, client=client)
+    assert resumed.counts == {SUBMISSION_UNCERTAIN: 8, "PROCESSING": 1}
+    for row in resumed.rows[1:]:
+        assert row.error is not None
+        assert row.error.startswith("Interrupted while this row's start was in flight")
+        assert row.request_id is not None
+        assert row.request_id in row.error
