@@ -91,7 +91,6 @@ CREATE TABLE IF NOT EXISTS rows (
     finished_at TEXT,
     UNIQUE (batch_id, fingerprint, occurrence)
 );
-CREATE INDEX IF NOT EXISTS rows_by_run ON rows (run_id);
 """
 
 #: Version 1 keyed rows by their row key; its rows move to version 2's table as they are.
@@ -110,6 +109,12 @@ SELECT batch_id, fingerprint,
 FROM rows_v1;
 DROP TABLE rows_v1;
 """
+)
+
+
+_UPDATE_ROW = (
+    "UPDATE rows SET run_id = ?, status = ?, error = ?, error_code = ?, request_id = ?, "
+    "attempts = ?, sent_at = ?, submitted_at = ?, finished_at = ?"
 )
 
 
@@ -346,18 +351,16 @@ class Journal:
     ) -> list[int]:
         """Insert rows ``(key_text, position, fingerprint, occurrence, generation, status)``;
         returns their ids, in order (not committed)."""
-        ids: list[int] = []
         with self._lock:
-            for key_text, position, fingerprint, occurrence, generation, status in rows:
-                cursor = self._conn.execute(
-                    "INSERT INTO rows (batch_id, row_key, position, fingerprint, occurrence, "
-                    "generation, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (batch_id, key_text, position, fingerprint, occurrence, generation, status),
-                )
-                assert cursor.lastrowid is not None
-                ids.append(cursor.lastrowid)
+            first = self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM rows").fetchone()[0]
+            values = [(first + i, batch_id, *row) for i, row in enumerate(rows)]
+            self._conn.executemany(
+                "INSERT INTO rows (id, batch_id, row_key, position, fingerprint, occurrence, "
+                "generation, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
             self._dirty = True
-        return ids
+        return [first + i for i in range(len(values))]
 
     def claim_rows(self, rows: Iterable[tuple[int, str, int, int]]) -> None:
         """Give recorded rows ``(id, key_text, position, generation)`` the key and position they
@@ -373,8 +376,6 @@ class Journal:
         self,
         row_id: int,
         *,
-        fingerprint: str,
-        occurrence: int,
         run_id: str | None,
         status: str,
         error: str | None,
@@ -384,28 +385,30 @@ class Journal:
         sent_at: dt.datetime | None,
         submitted_at: dt.datetime | None,
         finished_at: dt.datetime | None,
+        identity: tuple[str, int] | None = None,
     ) -> None:
-        """Write a row's state (not committed: call :meth:`flush` or :meth:`commit_soon`)."""
+        """Write a row's state (not committed: call :meth:`flush` or :meth:`commit_soon`).
+        ``identity``: a new ``(fingerprint, occurrence)`` for the row (new content re-sent);
+        left as it is otherwise, so that its index is not rewritten on every change."""
+        values = (
+            run_id,
+            status,
+            error,
+            error_code,
+            request_id,
+            attempts,
+            _iso(sent_at),
+            _iso(submitted_at),
+            _iso(finished_at),
+        )
         with self._lock:
-            self._conn.execute(
-                "UPDATE rows SET fingerprint = ?, occurrence = ?, run_id = ?, status = ?, "
-                "error = ?, error_code = ?, request_id = ?, attempts = ?, sent_at = ?, "
-                "submitted_at = ?, finished_at = ? WHERE id = ?",
-                (
-                    fingerprint,
-                    occurrence,
-                    run_id,
-                    status,
-                    error,
-                    error_code,
-                    request_id,
-                    attempts,
-                    _iso(sent_at),
-                    _iso(submitted_at),
-                    _iso(finished_at),
-                    row_id,
-                ),
-            )
+            if identity is None:
+                self._conn.execute(_UPDATE_ROW + " WHERE id = ?", (*values, row_id))
+            else:
+                self._conn.execute(
+                    _UPDATE_ROW + ", fingerprint = ?, occurrence = ? WHERE id = ?",
+                    (*values, *identity, row_id),
+                )
             self._dirty = True
 
     def save_final_run(self, batch_id: int, run_id: str, raw: dict[str, Any]) -> None:

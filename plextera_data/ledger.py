@@ -150,6 +150,7 @@ class Ledger:
         #: Rows accepted by the API, in the order they were (see :meth:`accepted_since`).
         self._accepted: list[RowState] = []
         self._occurrences: Counter[str] = Counter()  # fingerprint -> next free occurrence
+        self._new_identity: set[int] = set()  # positions whose fingerprint the journal lacks
         for row in rows:
             if row.occurrence >= self._occurrences[row.fingerprint]:
                 self._occurrences[row.fingerprint] = row.occurrence + 1
@@ -269,6 +270,7 @@ class Ledger:
         if fingerprint != row.fingerprint:  # new content for this row (a changed row re-sent)
             row.fingerprint = fingerprint
             row.occurrence = self._next_occurrence(fingerprint)
+            self._new_identity.add(row.position)
         self._set(row, SUBMITTING, error=None, code=None)
         self._save(row)
 
@@ -393,10 +395,13 @@ class Ledger:
     def _save(self, row: RowState) -> None:
         if self.journal is None or row.journal_id is None:
             return
+        identity = None
+        if row.position in self._new_identity:
+            self._new_identity.discard(row.position)
+            identity = (row.fingerprint, row.occurrence)
         self.journal.save_row(
             row.journal_id,
-            fingerprint=row.fingerprint,
-            occurrence=row.occurrence,
+            identity=identity,
             run_id=row.run_id,
             status=row.status,
             error=row.error,
@@ -413,9 +418,12 @@ class Ledger:
         if self.journal is not None:
             self.journal.commit_soon()
 
-    def save_all(self, rows: Iterable[RowState]) -> None:
-        """Write these rows' state now (committed by :meth:`commit`)."""
+    def save_all(self, rows: Iterable[RowState], *, identity: bool = False) -> None:
+        """Write these rows' state now (committed by :meth:`commit`); ``identity``: their
+        fingerprint and occurrence too."""
         for row in rows:
+            if identity:
+                self._new_identity.add(row.position)
             self._save(row)
 
     async def flush(self) -> None:
@@ -606,6 +614,7 @@ def _reopen(
     adopted: dict[Any, Any] = {}
     changed: list[Any] = []
     new_rows: list[RowState] = []
+    renewed: list[RowState] = []  # recorded rows that take new content
     for row in rows:
         match = matches.get(row.position)
         if match is None:
@@ -627,6 +636,7 @@ def _reopen(
             row.fingerprint = fingerprint
             row.occurrence = next_occurrence[fingerprint]
             next_occurrence[fingerprint] += 1
+            renewed.append(row)
         if _sendable(rec):
             to_send.append(row.position)
     assert recorded.id is not None
@@ -640,7 +650,6 @@ def _reopen(
     for row, row_id in zip(new_rows, ids, strict=True):
         row.journal_id = row_id
     new_positions = {r.position for r in new_rows}
-    sending = set(to_send)
     claimed = {r.journal_id for r in rows}
     others = [rec for rec in recorded.rows if rec.id not in claimed]
     journal.claim_rows(
@@ -656,11 +665,9 @@ def _reopen(
     )
     # Rows whose start was in flight at a crash are uncertain now, on disk too; a row of new
     # content under a recorded key is saved with it.
+    ledger.save_all(renewed, identity=True)
     ledger.save_all(
-        r
-        for r in rows
-        if r.position not in new_positions
-        and (r.status == SUBMISSION_UNCERTAIN or r.position in sending)
+        r for r in rows if r.position not in new_positions and r.status == SUBMISSION_UNCERTAIN
     )
     ledger.commit()
     _note_changed(ledger, changed, journal)

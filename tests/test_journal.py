@@ -71,8 +71,6 @@ def test_writers_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
     async def writer(row_id: int) -> None:
         journal.save_row(
             row_id,
-            fingerprint="f",
-            occurrence=row_id - 1,
             run_id=f"r{row_id}",
             status="PROCESSING",
             error=None,
