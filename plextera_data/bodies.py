@@ -209,6 +209,9 @@ def _json_default(value: Any) -> Any:
         raise TypeError(str(exc)) from None
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default)
+
+
 def encode_json(value: Any, where: str) -> bytes:
     """``value`` as UTF-8 JSON text; :class:`InvalidInputError` naming ``where`` if impossible.
 
@@ -216,7 +219,7 @@ def encode_json(value: Any, where: str) -> bytes:
     scalars, dates, decimals) are converted by :func:`to_json_value`.
     """
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_default)
+        text = _ENCODER.encode(value)  # one encoder for all: json.dumps would build one per call
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(
             f"{where} cannot be sent as JSON: {exc}. Convert it to plain str/int/float/bool/"

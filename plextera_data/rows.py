@@ -306,16 +306,15 @@ class RowRequest:
         return {"body": self.body.with_values(filled)}
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def fingerprint_json(workflow_id: str, payload: Any) -> str:
     """A stable hash of a request: SHA-256 of the canonical JSON (sorted keys, no spaces) of
     ``{"workflow": workflow_id, ...payload}``, first 32 hex digits."""
-    text = json.dumps(
-        {"workflow": workflow_id, "request": payload},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+    text = _CANONICAL.encode({"workflow": workflow_id, "request": payload})
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
