@@ -115,6 +115,15 @@ def multipart_parts(request: httpx.Request, body: bytes) -> list[tuple[dict[str,
     return parts
 
 
+def assert_prints_ok(script: str) -> None:
+    """Run ``script`` in a child interpreter (process-wide state stays there); it prints OK."""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "OK"
+
+
 # --------------------------------------------------------------------------- configuration
 
 
@@ -917,11 +926,7 @@ def test_importing_installs_no_log_filter_the_first_client_does() -> None:
         print("OK")
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "OK"
+    assert_prints_ok(script)
 
 
 # --------------------------------------------------------------------------- runs
@@ -1097,11 +1102,7 @@ def test_sync_client_used_inside_running_loops() -> None:
         print("OK")
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "OK"
+    assert_prints_ok(script)
 
 
 def test_closed_client_refuses_calls() -> None:
