@@ -299,9 +299,9 @@ class FileRef:
         """The content for one attempt: a path is opened (and closed after), a stream rewound."""
         if self.path is None:
             content = self.content if self.content is not None else b""
-            if not isinstance(content, bytes) and hasattr(content, "seek"):
+            if not isinstance(content, bytes):
                 with contextlib.suppress(OSError, ValueError):
-                    content.seek(0)
+                    _rewind(content)
             yield content
             return
         try:
@@ -382,6 +382,7 @@ def _stream_ref(
         raise Unsendable("the file object is opened in text mode; open it with 'rb'")
     if digest:  # planning: read it now, once, so each attempt sends the same bytes
         try:
+            _rewind(stream)
             content = stream.read()
         except OSError as exc:
             raise Unsendable(f"cannot read the file object: {exc}") from None
@@ -393,15 +394,23 @@ def _stream_ref(
     return FileRef(filename, size, None, content=stream, content_type=content_type)
 
 
+def _rewind(stream: Any) -> None:
+    """Back to the start, where sending starts too (httpx rewinds a file part's stream)."""
+    seekable = getattr(stream, "seekable", None)
+    if callable(seekable) and seekable():
+        stream.seek(0)
+
+
 def _peek(stream: Any) -> tuple[int | None, bytes | None]:
     """Size and first bytes of a seekable stream, leaving it where it was; else ``None``s."""
     try:
         if not stream.seekable():
             return None, None
-        start = stream.tell()
+        position = stream.tell()
+        stream.seek(0)
         head = stream.read(_HEAD)
-        size = stream.seek(0, os.SEEK_END) - start
-        stream.seek(start)
+        size = stream.seek(0, os.SEEK_END)
+        stream.seek(position)
     except (AttributeError, OSError, ValueError):
         return None, None
     return size, head if isinstance(head, bytes) else None

@@ -169,14 +169,19 @@ def test_planning_reads_a_stream_once_the_client_does_not(tmp_path: Path) -> Non
     stream = io.BytesIO(b"%PDF stream")
     stream.seek(2)
     planned = check_file(stream, "doc")
-    assert planned.content == b"DF stream"  # what was left to read, now held
-    assert planned.sha256 is not None
+    assert planned.content == b"%PDF stream"  # from the start, as sending does; now held
+    assert planned.sha256 == hashlib.sha256(b"%PDF stream").hexdigest()
     stream.seek(2)
     direct = check_file(stream, "doc", digest=False)
     assert direct.content is stream
-    assert direct.size == 9
+    assert direct.size == 11
     assert direct.sha256 is None
     assert stream.tell() == 2  # peeked, then put back
+    stream.seek(0)
+    stream.write(b"MZ")  # what is sent is the stream from its start: that is what is checked
+    stream.seek(5)
+    with pytest.raises(Unsendable, match="starts with b'MZ'"):
+        check_file(stream, "doc", digest=False)
 
 
 def test_names_and_types() -> None:

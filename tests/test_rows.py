@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -327,9 +328,6 @@ def test_files_make_multipart_starts(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- polars and arrow
 
-pl = pytest.importorskip("polars")
-pa = pytest.importorskip("pyarrow")
-
 EXPECTED_BODIES = [
     {
         "n": 2**60 + 1,
@@ -368,6 +366,7 @@ COLUMNS: dict[str, list[Any]] = {
 
 
 def frames_of_other_libraries() -> dict[str, Any]:
+    pl = pytest.importorskip("polars")  # a test extra; the library never needs it
     return {
         "polars": pl.DataFrame(COLUMNS),
         "arrow": pa.table(COLUMNS),
@@ -409,6 +408,7 @@ def test_an_arrow_table_from_pandas_does_not_send_its_index() -> None:
 def test_a_pandas_frame_is_used_as_is_and_other_objects_are_refused() -> None:
     frame = pd.DataFrame({"a": [1]}, index=["key"])
     assert px.rows.as_frame(frame) is frame
+    pl = pytest.importorskip("polars")
     for bad, needle in (
         (pl.DataFrame({"a": [1]}).lazy(), ".collect()"),
         ([{"a": 1}], "got list"),
