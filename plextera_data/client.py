@@ -13,44 +13,40 @@ What goes over the wire:
   logical call keeps its id across retries, so the vendor's logs tie the attempts together.
 * Ids are single path segments, percent-encoded with nothing left safe; ``.`` and ``..`` become
   ``%2E`` and ``%2E%2E`` so that no id can change the path.
-* A JSON start sends the object as ``application/json``. A multipart start
-  (``fields=``/``files=``) sends, in the order given:
+* The bodies of starts and uploads are built and checked by :mod:`plextera_data.bodies` (the
+  same code planning uses): a JSON start sends the object as ``application/json``; a multipart
+  start (``fields=``/``files=``) sends text, JSON and file parts as described there; an upload
+  sends one file part named ``file`` to ``POST /files``.
 
-  - a text field as a part with no ``Content-Type`` and no filename (plain text);
-  - a number or a boolean as its JSON text (``42``, ``true``), also plain text;
-  - a dict, a list or ``None`` as a part with ``Content-Type: application/json`` and no filename,
-    holding the JSON text (``{"a": 1}``, ``null``): the vendor parses such parts as JSON, so a
-    ``None`` reaches the workflow as ``null`` rather than as an empty string;
-  - a file as a part with a ``filename`` and its ``Content-Type`` (from the tuple, else guessed
-    from the file name, else ``application/octet-stream``); a list of files gives several parts
-    under the same name.
+Retries follow the client's :class:`~plextera_data.retry.RetryPolicy` on every call: a read (GET)
+is retried on 429, 5xx, ``retryable: true``, connection errors, timeouts and malformed bodies;
+a start or an upload only on 429 and on a connection that was never opened, because creation is
+not idempotent. ``retry=False`` on a call (or ``RetryPolicy(max_retries=0)``) makes exactly one
+attempt.
 
-Retries follow :mod:`plextera_data.retry`: a GET is retried on 429, 5xx, ``retryable: true``,
-connection errors, timeouts and malformed bodies; a start only on 429 and on a connection that
-was never opened, because creation is not idempotent.
+The first client made installs a log filter on the ``plextera_data``, ``httpx`` and ``httpcore``
+loggers that replaces ``api-key <anything>`` with ``api-key <redacted>``: the key never reaches a
+log line, whoever logs it. Importing the package installs nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
+import dataclasses
 import ipaddress
 import json as jsonlib
 import logging
 import math
-import mimetypes
 import os
 import platform
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+import warnings
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from functools import partial
-from pathlib import Path
-from typing import IO, Any, TypeAlias
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -58,7 +54,8 @@ import httpx
 from plextera_data import errors
 from plextera_data._loop import run_sync
 from plextera_data._version import __version__
-from plextera_data.models import Run
+from plextera_data.bodies import FileInput, FileRef, RequestBody, Unsendable, check_file
+from plextera_data.models import File, Run
 from plextera_data.retry import (
     DEFAULT_RETRY_POLICY,
     RetryPolicy,
@@ -84,6 +81,8 @@ __all__ = [
 
 logger = logging.getLogger("plextera_data")
 
+T = TypeVar("T")
+
 #: Environment variable read for the API key when ``api_key`` is not given.
 API_KEY_ENV = "PLEXTERA_API_KEY"
 #: Environment variable read for the base URL when ``base_url`` is not given.
@@ -92,21 +91,10 @@ BASE_URL_ENV = "PLEXTERA_BASE_URL"
 DEFAULT_BASE_URL = "https://api.plextera.com/api/public/v1"
 #: 30 s for reading an answer, 10 s to open a connection.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-#: Sent by the project's simulator (not by the vendor): simulated seconds per wall second.
-SIMULATOR_SPEED_HEADER = "X-Plextera-Simulator-Speed"
-
-#: A file to upload: a path, bytes, a binary file object, or ``(filename, content[, type])``.
-FileInput: TypeAlias = (
-    str
-    | os.PathLike[str]
-    | bytes
-    | IO[bytes]
-    | tuple[str, bytes | IO[bytes]]
-    | tuple[str, bytes | IO[bytes], str | None]
-)
 
 _KEY_PATTERN = re.compile(r"(?i)(api-key\s+)[^\s'\",;]+")
 _REDACTED = "<redacted>"
+_REDACTED_LOGGERS = ("plextera_data", "httpx", "httpcore")
 
 
 class _RedactKeyFilter(logging.Filter):
@@ -124,13 +112,11 @@ class _RedactKeyFilter(logging.Filter):
 
 
 def _install_log_filter() -> None:
-    for name in ("plextera_data", "httpx", "httpcore"):
+    """Put the redacting filter on the loggers that could see the key (once per logger)."""
+    for name in _REDACTED_LOGGERS:
         target = logging.getLogger(name)
         if not any(isinstance(f, _RedactKeyFilter) for f in target.filters):
             target.addFilter(_RedactKeyFilter())
-
-
-_install_log_filter()
 
 
 def new_request_id() -> str:
@@ -199,140 +185,6 @@ def _user_agent(suffix: str | None) -> str:
     return f"{agent} {suffix}" if suffix else agent
 
 
-# --------------------------------------------------------------------------- request bodies
-
-
-@dataclass(frozen=True)
-class _FilePart:
-    """A file part, checked before any request; the path is opened only when sending."""
-
-    name: str
-    filename: str
-    content_type: str
-    content: bytes | IO[bytes] | None = None
-    path: Path | None = None
-
-
-_Part: TypeAlias = tuple[str, tuple[str | None, Any, str | None]]
-
-
-def _guess_type(filename: str) -> str:
-    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
-
-
-def _json_text(value: Any, where: str) -> bytes:
-    try:
-        return jsonlib.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise errors.InvalidInputError(
-            f"{where} cannot be sent as JSON: {exc}. Convert it to plain str/int/float/bool/"
-            "None/list/dict (NaN and infinity have no JSON form)"
-        ) from None
-
-
-def _field_part(name: str, value: Any) -> _Part:
-    """One non-file multipart part (see the module docstring for the wire format)."""
-    where = f"Field {name!r}"
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, list | dict):
-        with contextlib.suppress(Exception):  # numpy scalars -> Python scalars
-            value = value.item()
-    if isinstance(value, str):
-        return (name, (None, value.encode("utf-8"), None))
-    if isinstance(value, bool) or (isinstance(value, int | float) and math.isfinite(value)):
-        return (name, (None, jsonlib.dumps(value).encode("ascii"), None))
-    if isinstance(value, datetime | date):
-        return (name, (None, value.isoformat().encode("ascii"), None))
-    if value is None or isinstance(value, Mapping | list | tuple):
-        payload = dict(value) if isinstance(value, Mapping) else value
-        return (name, (None, _json_text(payload, where), "application/json"))
-    if isinstance(value, float):
-        raise errors.InvalidInputError(f"{where} is {value!r}, which has no JSON form")
-    if isinstance(value, bytes | bytearray):
-        raise errors.InvalidInputError(f"{where} holds bytes: pass file content in files=")
-    raise errors.InvalidInputError(
-        f"{where} has type {type(value).__name__}, which cannot be sent as a form field; "
-        "use str, a number, a bool, None, a list or a dict"
-    )
-
-
-def _file_part(name: str, value: Any) -> _FilePart:
-    """Check one file input and work out its filename and content type."""
-    where = f"File {name!r}"
-    if isinstance(value, tuple):
-        if len(value) not in (2, 3) or not isinstance(value[0], str):
-            raise errors.InvalidInputError(
-                f"{where}: a tuple must be (filename, content) or (filename, content, type)"
-            )
-        filename, content = value[0], value[1]
-        content_type = value[2] if len(value) == 3 and value[2] else _guess_type(filename)
-        if isinstance(content, bytearray | memoryview):
-            content = bytes(content)
-        if not isinstance(content, bytes) and not hasattr(content, "read"):
-            raise errors.InvalidInputError(
-                f"{where}: the content in the tuple must be bytes or a binary file object"
-            )
-        _check_binary(content, where)
-        return _FilePart(name, filename, str(content_type), content=content)
-    if isinstance(value, str | os.PathLike):
-        path = Path(os.fspath(value))
-        if not path.is_file():
-            raise errors.InvalidInputError(f"{where}: no such file {str(path)!r}")
-        return _FilePart(name, path.name, _guess_type(path.name), path=path)
-    if isinstance(value, bytes | bytearray | memoryview):
-        # No name to go by: the part name stands in, so the server still sees a file part.
-        return _FilePart(name, name, "application/octet-stream", content=bytes(value))
-    if hasattr(value, "read"):
-        _check_binary(value, where)
-        raw_name = getattr(value, "name", None)
-        filename = Path(raw_name).name if isinstance(raw_name, str) and raw_name else name
-        return _FilePart(name, filename, _guess_type(filename), content=value)
-    raise errors.InvalidInputError(
-        f"{where} has type {type(value).__name__}; pass a path, bytes, a binary file object, "
-        "or a (filename, content[, content_type]) tuple"
-    )
-
-
-def _check_binary(content: Any, where: str) -> None:
-    if isinstance(content, io.TextIOBase):
-        raise errors.InvalidInputError(f"{where} is opened in text mode; open it with 'rb'")
-
-
-def _build_multipart(
-    fields: Mapping[str, Any] | None, files: Mapping[str, Any] | None
-) -> tuple[list[_Part], list[_FilePart]]:
-    field_parts = [_field_part(str(name), value) for name, value in (fields or {}).items()]
-    file_parts: list[_FilePart] = []
-    for name, value in (files or {}).items():
-        items = value if isinstance(value, list) else [value]
-        if not items:
-            raise errors.InvalidInputError(f"File {name!r}: the list of files is empty")
-        file_parts.extend(_file_part(str(name), item) for item in items)
-    clash = set(fields or {}) & set(files or {})
-    if clash:
-        raise errors.InvalidInputError(
-            f"The same name is used in fields= and files=: {sorted(clash)}; use distinct names"
-        )
-    return field_parts, file_parts
-
-
-@contextlib.contextmanager
-def _open_parts(field_parts: list[_Part], file_parts: list[_FilePart]) -> Iterator[list[_Part]]:
-    """The httpx ``files=`` list, with paths opened for the length of one attempt."""
-    with contextlib.ExitStack() as stack:
-        parts = list(field_parts)
-        for part in file_parts:
-            content: Any = part.content
-            if part.path is not None:
-                try:
-                    content = stack.enter_context(part.path.open("rb"))
-                except OSError as exc:
-                    raise errors.InvalidInputError(
-                        f"File {part.name!r}: cannot open {str(part.path)!r}: {exc.strerror}"
-                    ) from None
-            parts.append((part.name, (part.filename, content, part.content_type)))
-        yield parts
-
-
 # --------------------------------------------------------------------------- answers
 
 
@@ -397,6 +249,65 @@ class _Redactor:
         return value
 
 
+# --------------------------------------------------------------------------- what a call sends
+
+
+def _start_body(
+    json: Mapping[str, Any] | None,
+    fields: Mapping[str, Any] | None,
+    files: Mapping[str, Any] | None,
+    body: RequestBody | None,
+) -> RequestBody:
+    """The body of a start from ``start_run``'s arguments; checked before any request."""
+    if body is not None:
+        if json is not None or fields is not None or files is not None:
+            raise errors.InvalidInputError(
+                "Pass body= (a prepared request) or json= / fields=/files=, not both"
+            )
+        if not isinstance(body, RequestBody):
+            raise errors.InvalidInputError(
+                f"body= takes a RequestBody (see RowRequest.start_kwargs()), got "
+                f"{type(body).__name__}"
+            )
+        return body
+    if json is not None and (fields is not None or files is not None):
+        raise errors.InvalidInputError(
+            "Pass either json= (a JSON start) or fields=/files= (a multipart start), not both"
+        )
+    if fields is not None or files is not None:
+        return RequestBody.for_multipart(fields, files)
+    return RequestBody.for_json(json)
+
+
+def _start_rule(
+    retry_rate_limits: bool | None, stacklevel: int = 3
+) -> Callable[[BaseException], bool]:
+    """Which failed starts are retried; warns about the deprecated ``retry_rate_limits``."""
+    if retry_rate_limits is None:
+        return is_retryable_for_post
+    warnings.warn(
+        "start_run(retry_rate_limits=...) is deprecated: pass retry=False to make exactly one "
+        "attempt and decide retries with RetryPolicy.next_wait(exc, retries, creates=True)",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
+    return partial(is_retryable_for_post, retry_rate_limits=retry_rate_limits)
+
+
+def _upload_ref(file: Any, name: str | None, content_type: str | None) -> FileRef:
+    """The checked file of an upload; :class:`InvalidInputError` before any request."""
+    if isinstance(file, FileRef):
+        if name is None and content_type is None:
+            return file
+        return dataclasses.replace(
+            file, filename=name or file.filename, content_type=content_type or file.content_type
+        )
+    try:
+        return check_file(file, "file", digest=False, name=name, content_type=content_type)
+    except Unsendable as exc:
+        raise errors.InvalidInputError(f"The file to upload cannot be sent: {exc}") from None
+
+
 # --------------------------------------------------------------------------- clients
 
 
@@ -405,9 +316,11 @@ class AsyncClient:
 
     ``api_key`` defaults to ``PLEXTERA_API_KEY`` (checked at the first call, not here);
     ``base_url`` to ``PLEXTERA_BASE_URL``, else the vendor's URL. ``retry`` is the
-    :class:`~plextera_data.retry.RetryPolicy`; ``sleep`` and ``clock`` replace ``asyncio.sleep``
-    and ``time.monotonic`` (for tests). ``transport`` plugs in any httpx transport, such as the
-    simulator's in-process one.
+    :class:`~plextera_data.retry.RetryPolicy` every call follows; ``sleep`` and ``clock`` replace
+    ``asyncio.sleep`` and ``time.monotonic`` (for tests). ``transport`` plugs in any httpx
+    transport, such as the simulator's in-process one. ``clock_rate`` is the API's seconds per
+    second of this client's clock: 1 for the real service, the speed of a sped-up simulator
+    (``Simulator.client_options()`` sets it); the poller turns the runs' times into its own with it.
 
     One ``httpx.AsyncClient`` (and connection pool) is kept per event loop, so the same client
     can be used from several loops, as the sync :class:`Client` does.
@@ -431,6 +344,12 @@ class AsyncClient:
         clock: Callable[[], float] | None = None,
         clock_rate: float = 1.0,
     ) -> None:
+        if not (isinstance(clock_rate, int | float) and 0 < clock_rate < math.inf):
+            raise errors.ConfigurationError(
+                "clock_rate must be a positive number of API seconds per client second, "
+                f"got {clock_rate!r}"
+            )
+        _install_log_filter()
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
         self._base_url = _check_base_url(
             base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
@@ -447,10 +366,8 @@ class AsyncClient:
         self._clock = clock if clock is not None else time.monotonic
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._closed = False
-        #: The API's seconds per second of this client's clock: 1.0, unless the API said
-        #: otherwise (the simulator, sped up, does in ``X-Plextera-Simulator-Speed``). The
-        #: poller uses it to turn the runs' times into its own.
-        self.clock_rate = clock_rate
+        #: The API's seconds per second of this client's clock (see the class docstring).
+        self.clock_rate = float(clock_rate)
 
     # ------------------------------------------------------------------ configuration
 
@@ -520,23 +437,24 @@ class AsyncClient:
         request_id: str,
         *,
         params: Mapping[str, Any] | None = None,
-        content: bytes | None = None,
-        files: list[_Part] | None = None,
-        content_type: str | None = None,
+        body: RequestBody | None = None,
     ) -> dict[str, Any]:
         """Send one request and return its JSON object, or raise the matching error."""
         key = self._key()
         redact = _Redactor(key)
         http = self._http()
         headers = {"Authorization": f"api-key {key}", "X-Request-Id": request_id}
-        if content_type:
-            headers["Content-Type"] = content_type
         url = self._base_url + path
         logger.debug("%s %s (request id %s)", method, path, request_id)
         try:
-            response = await http.request(
-                method, url, headers=headers, params=params, content=content, files=files
-            )
+            if body is None:
+                response = await http.request(method, url, headers=headers, params=params)
+            else:
+                with body.sent() as sent:
+                    headers.update(sent.pop("headers", {}))
+                    response = await http.request(
+                        method, url, headers=headers, params=params, **sent
+                    )
         except httpx.TimeoutException as exc:
             not_sent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
             raise errors.APITimeoutError(
@@ -556,13 +474,26 @@ class AsyncClient:
                 request_id=request_id,
                 request_sent=not not_sent,
             ) from _safe_cause(exc, redact)
-        speed = response.headers.get(SIMULATOR_SPEED_HEADER)
-        if speed is not None:
-            with contextlib.suppress(ValueError):
-                rate = float(speed)
-                if 0 < rate < math.inf:
-                    self.clock_rate = rate
         return self._read(response, method, path, request_id, redact)
+
+    async def _call(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        retry: bool,
+        should_retry: Callable[[BaseException], bool],
+        describe: str,
+    ) -> T:
+        """``attempt()`` once (``retry=False``), else retried under this client's policy."""
+        if not retry:
+            return await attempt()
+        return await retry_async(
+            attempt,
+            policy=self.retry,
+            should_retry=should_retry,
+            sleep=self._sleep,
+            describe=describe,
+        )
 
     def _read(
         self,
@@ -630,57 +561,107 @@ class AsyncClient:
         json: Mapping[str, Any] | None = None,
         *,
         fields: Mapping[str, Any] | None = None,
-        files: Mapping[str, FileInput | list[FileInput]] | None = None,
+        files: Mapping[str, FileInput | FileRef | list[FileInput | FileRef]] | None = None,
+        body: RequestBody | None = None,
         request_id: str | None = None,
-        retry_rate_limits: bool = True,
         retry: bool = True,
+        retry_rate_limits: bool | None = None,
     ) -> Run:
         """Start a run of ``workflow_id`` and return it (status ``PROCESSING``).
 
-        Pass ``json=`` (any JSON object) for a JSON start, or ``fields=``/``files=`` for a
-        multipart start (see the module docstring for the parts). Any 2xx answer is success.
-        Retried only on 429 (unless ``retry_rate_limits`` is false) and when the connection could
-        not be opened: other failures raise with ``may_have_created`` telling whether the run
-        could exist anyway. All input is checked before the first request.
+        Pass ``json=`` (any JSON object) for a JSON start, ``fields=``/``files=`` for a
+        multipart start (see :mod:`plextera_data.bodies` for the parts), or ``body=``, a
+        :class:`~plextera_data.bodies.RequestBody` prepared by planning
+        (``RowRequest.start_kwargs()``). All input is checked before the first request. Any 2xx
+        answer is success.
+
+        Retried, per the client's policy, only on 429 and when the connection could not be
+        opened: other failures raise with ``may_have_created`` telling whether the run could
+        exist anyway. ``retry=False`` makes exactly one attempt (for callers that retry
+        themselves, see :meth:`RetryPolicy.next_wait`). ``retry_rate_limits=False`` (deprecated:
+        use ``retry=False``) leaves only 429s to the caller.
 
             run = await client.start_run("incoming-claim", fields={"claimId": "claim-42"},
                                          files={"document": "claim.pdf"})
         """
+        should_retry = _start_rule(retry_rate_limits)
+        prepared = _start_body(json, fields, files, body)
+        return await self._start(workflow_id, prepared, request_id, retry, should_retry)
+
+    async def _start(
+        self,
+        workflow_id: str,
+        body: RequestBody,
+        request_id: str | None,
+        retry: bool,
+        should_retry: Callable[[BaseException], bool],
+    ) -> Run:
         path = f"/workflows/{encode_path_segment(workflow_id, 'workflow id')}/runs"
-        request_id = request_id or new_request_id()
-        if json is not None and (fields is not None or files is not None):
-            raise errors.InvalidInputError(
-                "Pass either json= (a JSON start) or fields=/files= (a multipart start), not both"
+        data = await self._create(path, body, request_id, retry=retry, should_retry=should_retry)
+        return Run.from_dict(data)
+
+    async def upload_file(
+        self,
+        file: FileInput | FileRef,
+        *,
+        name: str | None = None,
+        content_type: str | None = None,
+        request_id: str | None = None,
+        retry: bool = True,
+    ) -> File:
+        """Upload one file to the File Service (``POST /files``) and return it as a :class:`File`.
+
+        ``file`` is a path, bytes, a binary file object, a ``(filename, content[, type])`` tuple,
+        or a :class:`~plextera_data.bodies.FileRef` checked by planning. ``name`` and
+        ``content_type`` override the file's own (bytes are named ``file``). Checked before any
+        request: a missing file, one over the 50 MB limit, or an executable or script raises
+        :class:`~plextera_data.errors.InvalidInputError`. Retried like a start (an upload creates
+        a file): on 429 and when the connection could not be opened; ``retry=False``: one attempt.
+
+            uploaded = await client.upload_file("claim.pdf")
+            run = await client.start_run("incoming-claim",
+                                         json={"document": {"fileId": uploaded.id}})
+        """
+        ref = _upload_ref(file, name, content_type)
+        data = await self._create(
+            "/files",
+            RequestBody.for_upload(ref),
+            request_id,
+            retry=retry,
+            should_retry=is_retryable_for_post,
+        )
+        uploaded = File.from_dict(data)
+        if not uploaded.id:
+            raise errors.MalformedResponseError(
+                "The File Service accepted the upload but its answer has no file id",
+                method="POST",
+                path="/files",
+                request_id=request_id,
+                body=jsonlib.dumps(data)[:500],
             )
-        if fields is not None or files is not None:
-            field_parts, file_parts = _build_multipart(fields, files)
+        return uploaded
 
-            async def attempt() -> dict[str, Any]:
-                with _open_parts(field_parts, file_parts) as parts:
-                    return await self._send("POST", path, request_id, files=parts)
+    async def _create(
+        self,
+        path: str,
+        body: RequestBody,
+        request_id: str | None,
+        *,
+        retry: bool,
+        should_retry: Callable[[BaseException], bool],
+    ) -> dict[str, Any]:
+        """POST a request that creates something (a run, a file)."""
+        request_id = request_id or new_request_id()
 
-        else:
-            if json is not None and not isinstance(json, Mapping):
-                raise errors.InvalidInputError(
-                    f"json= must be a mapping (a JSON object), got {type(json).__name__}"
-                )
-            content = _json_text(dict(json or {}), "The json= body")
+        async def attempt() -> dict[str, Any]:
+            return await self._send("POST", path, request_id, body=body)
 
-            async def attempt() -> dict[str, Any]:
-                return await self._send(
-                    "POST", path, request_id, content=content, content_type="application/json"
-                )
-
-        if not retry:
-            return Run.from_dict(await attempt())
-        data = await retry_async(
+        return await self._call(
             attempt,
-            policy=self.retry,
-            should_retry=partial(is_retryable_for_post, retry_rate_limits=retry_rate_limits),
-            sleep=self._sleep,
+            retry=retry,
+            should_retry=should_retry,
             describe=f"POST {path} (request id {request_id})",
         )
-        return Run.from_dict(data)
 
     async def get_run(
         self, run_id: str, *, request_id: str | None = None, retry: bool = True
@@ -697,8 +678,9 @@ class AsyncClient:
         size: int | None = None,
         status: str | None = None,
         request_id: str | None = None,
+        retry: bool = True,
     ) -> RunsPage:
-        """One page of recent runs (``GET /workflow-runs``).
+        """One page of recent runs (``GET /workflow-runs``); retried unless ``retry=False``.
 
         The vendor documents no query parameters; ``page``, ``size`` and ``status`` are sent as
         such when given (our reading of the answer's ``pageInfo`` and the guide's status filter).
@@ -708,7 +690,9 @@ class AsyncClient:
             for name, value in (("page", page), ("size", size), ("status", status))
             if value is not None
         }
-        data = await self._get("/workflow-runs", request_id=request_id, params=params or None)
+        data = await self._get(
+            "/workflow-runs", request_id=request_id, params=params or None, retry=retry
+        )
         items = data.get("data")
         info = data.get("pageInfo")
         info = info if isinstance(info, dict) else {}
@@ -736,13 +720,10 @@ class AsyncClient:
         async def attempt() -> dict[str, Any]:
             return await self._send("GET", path, request_id, params=params)
 
-        if not retry:
-            return await attempt()
-        return await retry_async(
+        return await self._call(
             attempt,
-            policy=self.retry,
+            retry=retry,
             should_retry=is_retryable_for_get,
-            sleep=self._sleep,
             describe=f"GET {path} (request id {request_id})",
         )
 
@@ -780,7 +761,8 @@ class Client:
     """Sync client of the Plextera Workflow Runs API: the same calls as :class:`AsyncClient`.
 
     Takes the same arguments. Works in scripts and inside a running event loop (a Jupyter
-    kernel), see :mod:`plextera_data._loop`. ``aclient`` is the underlying :class:`AsyncClient`.
+    kernel), see :mod:`plextera_data._loop`. ``aclient`` is the underlying :class:`AsyncClient`;
+    :meth:`from_async` builds the sync face over an existing one.
 
         with Client() as client:
             run = client.start_run("daily-lab-loader", json={"customerId": "customer-42"})
@@ -800,26 +782,40 @@ class Client:
         sleep: SleepFunction | None = None,
         clock: Callable[[], float] | None = None,
         clock_rate: float = 1.0,
+        aclient: AsyncClient | None = None,
     ) -> None:
-        self.aclient = AsyncClient(
-            api_key,
-            base_url,
-            timeout=timeout,
-            retry=retry,
-            transport=transport,
-            max_connections=max_connections,
-            user_agent_suffix=user_agent_suffix,
-            sleep=sleep,
-            clock=clock,
-            clock_rate=clock_rate,
-        )
+        if aclient is None:
+            aclient = AsyncClient(
+                api_key,
+                base_url,
+                timeout=timeout,
+                retry=retry,
+                transport=transport,
+                max_connections=max_connections,
+                user_agent_suffix=user_agent_suffix,
+                sleep=sleep,
+                clock=clock,
+                clock_rate=clock_rate,
+            )
+        elif not isinstance(aclient, AsyncClient) or (
+            any(v is not None for v in (api_key, base_url, retry, transport, user_agent_suffix))
+            or any(v is not None for v in (sleep, clock))
+            or (timeout, max_connections, clock_rate) != (DEFAULT_TIMEOUT, 100, 1.0)
+        ):
+            raise TypeError(
+                "Client(aclient=...) takes an AsyncClient and no other argument: the AsyncClient "
+                "carries the configuration (Client.from_async(aclient) says the same)"
+            )
+        self.aclient = aclient
 
     @classmethod
     def from_async(cls, aclient: AsyncClient) -> Client:
-        """The sync face over an existing :class:`AsyncClient` (same connections, settings)."""
-        face = cls.__new__(cls)  # interim: the client branch replaces this
-        face.aclient = aclient
-        return face
+        """The sync face over ``aclient``: one configuration, one set of connection pools.
+
+        aclient = px.AsyncClient()
+        client = px.Client.from_async(aclient)   # client.aclient is aclient
+        """
+        return cls(aclient=aclient)
 
     @property
     def base_url(self) -> str:
@@ -831,6 +827,11 @@ class Client:
         """The retry policy."""
         return self.aclient.retry
 
+    @property
+    def clock_rate(self) -> float:
+        """The API's seconds per second of this client's clock (see :class:`AsyncClient`)."""
+        return self.aclient.clock_rate
+
     def __repr__(self) -> str:
         return "Client" + repr(self.aclient)[len("AsyncClient") :]
 
@@ -840,19 +841,30 @@ class Client:
         json: Mapping[str, Any] | None = None,
         *,
         fields: Mapping[str, Any] | None = None,
-        files: Mapping[str, FileInput | list[FileInput]] | None = None,
+        files: Mapping[str, FileInput | FileRef | list[FileInput | FileRef]] | None = None,
+        body: RequestBody | None = None,
         request_id: str | None = None,
-        retry_rate_limits: bool = True,
+        retry: bool = True,
+        retry_rate_limits: bool | None = None,
     ) -> Run:
         """Start a run; see :meth:`AsyncClient.start_run`."""
+        should_retry = _start_rule(retry_rate_limits)
+        prepared = _start_body(json, fields, files, body)
+        return run_sync(self.aclient._start(workflow_id, prepared, request_id, retry, should_retry))
+
+    def upload_file(
+        self,
+        file: FileInput | FileRef,
+        *,
+        name: str | None = None,
+        content_type: str | None = None,
+        request_id: str | None = None,
+        retry: bool = True,
+    ) -> File:
+        """Upload one file to the File Service; see :meth:`AsyncClient.upload_file`."""
         return run_sync(
-            self.aclient.start_run(
-                workflow_id,
-                json,
-                fields=fields,
-                files=files,
-                request_id=request_id,
-                retry_rate_limits=retry_rate_limits,
+            self.aclient.upload_file(
+                file, name=name, content_type=content_type, request_id=request_id, retry=retry
             )
         )
 
@@ -871,10 +883,13 @@ class Client:
         size: int | None = None,
         status: str | None = None,
         request_id: str | None = None,
+        retry: bool = True,
     ) -> RunsPage:
         """One page of recent runs; see :meth:`AsyncClient.list_runs`."""
         return run_sync(
-            self.aclient.list_runs(page=page, size=size, status=status, request_id=request_id)
+            self.aclient.list_runs(
+                page=page, size=size, status=status, request_id=request_id, retry=retry
+            )
         )
 
     def close(self) -> None:

@@ -245,3 +245,37 @@ class Run:
             f"<div>{head}<table><thead><tr>{header}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>"
         )
+
+
+# --------------------------------------------------------------------------- files
+
+
+@dataclass
+class File:
+    """A file held by the File Service: the answer of ``POST /files`` (``client.upload_file``).
+
+    ``id`` is what a workflow payload references (``{"document": {"fileId": file.id}}``);
+    ``created_at`` is given by some deployments only. ``raw`` keeps the JSON as received.
+    """
+
+    id: str | None
+    name: str | None
+    mime_type: str | None
+    size: int | None
+    created_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> File:
+        """Parse the File Service's file JSON; missing fields become ``None``."""
+        return cls(
+            id=_str_or_none(data.get("id")),
+            name=_str_or_none(data.get("name")),
+            mime_type=_str_or_none(data.get("mimeType")),
+            size=_int_or_none(data.get("sizeBytes")),
+            created_at=parse_timestamp(data.get("createdAt")),
+            raw=dict(data),
+        )
+
+
+__all__ += ["File"]

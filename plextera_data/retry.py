@@ -1,19 +1,25 @@
 """When and how long to wait before sending a request again: :class:`RetryPolicy` and helpers.
 
-The rules, in one place (the client and the batch poller both use them):
+This module is the one home of the retry rules. The client applies them to every call it makes
+(with its own ``RetryPolicy``); code that sends with ``retry=False`` and retries by itself (the
+batch engines) asks the same policy through :meth:`RetryPolicy.next_wait`, so there is one set of
+rules whichever layer retries:
 
-* A **GET** is retried on 429 (waiting for ``Retry-After``), on 5xx, on any error whose envelope
-  says ``retryable: true``, on connection errors and timeouts, and on a 2xx whose body is not
-  the documented JSON (:func:`is_retryable_for_get`).
-* A **POST** (starting a run) is retried only when the run cannot have been created: on 429
-  (unless the caller opts out) and when the connection could not be opened, so the request was
-  never sent (:func:`is_retryable_for_post`). The vendor states that creation is not idempotent;
-  a 5xx, a timeout or a dropped connection after sending leaves the outcome unknown, and the
-  error says so (``may_have_created``).
+* A **read** (GET) is retried on 429 (waiting for ``Retry-After``), on 5xx, on any error whose
+  envelope says ``retryable: true``, on connection errors and timeouts, and on a 2xx whose body is
+  not the documented JSON (:func:`is_retryable_for_get`).
+* A **creating request** (starting a run, uploading a file) is retried only when nothing can have
+  been created: on 429 and when the connection could not be opened, so the request was never sent
+  (:func:`is_retryable_for_post`). The vendor states that creation is not idempotent; a 5xx, a
+  timeout or a dropped connection after sending leaves the outcome unknown, and the error says so
+  (``may_have_created``).
+* At most ``max_retries`` retries after the first attempt: ``RetryPolicy(max_retries=0)`` means
+  exactly one attempt.
 * Waits grow exponentially from ``initial_backoff`` up to ``max_backoff``, with jitter so that
   many clients do not retry in step. A ``Retry-After`` header (seconds or an HTTP date) is
-  honoured, capped at ``max_retry_after`` seconds (60 s by default): a server asking for longer is
-  retried after the cap, and after ``max_retries`` retries the error is raised.
+  honoured as given, ``0`` (or a date in the past) meaning "at once", capped at
+  ``max_retry_after`` seconds (60 s by default): a server asking for longer is retried after the
+  cap, and that retry counts like any other.
 """
 
 from __future__ import annotations
@@ -91,11 +97,43 @@ class RetryPolicy:
 
     def delay(self, exc: BaseException, attempt: int) -> float:
         """The wait before retrying after ``exc``: ``Retry-After`` if the error has one (capped at
-        ``max_retry_after``), else :meth:`backoff`."""
-        retry_after = getattr(exc, "retry_after", None)
-        if isinstance(retry_after, int | float) and retry_after >= 0:
-            return min(float(retry_after), self.max_retry_after)
-        return self.backoff(attempt)
+        ``max_retry_after``; ``0`` is no wait), else :meth:`backoff`."""
+        retry_after = self.capped_retry_after(getattr(exc, "retry_after", None))
+        return retry_after if retry_after is not None else self.backoff(attempt)
+
+    def capped_retry_after(self, retry_after: object) -> float | None:
+        """A server's ``Retry-After`` in seconds, capped at ``max_retry_after``; ``None`` if the
+        value is missing or not a number of seconds >= 0. ``0`` stays ``0``."""
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int | float):
+            return None
+        if not retry_after >= 0:  # also rejects NaN
+            return None
+        return min(float(retry_after), self.max_retry_after)
+
+    def next_wait(self, exc: BaseException, retries: int, *, creates: bool) -> float | None:
+        """Seconds to wait before sending again after ``exc``, or ``None``: do not send again.
+
+        ``retries`` is how many retries this request has had so far (0 after the first attempt);
+        ``creates`` says whether the request creates something (a start, an upload), which picks
+        :func:`is_retryable_for_post` over :func:`is_retryable_for_get`. This is what code that
+        sends with ``retry=False`` and retries by itself should ask.
+
+            >>> from plextera_data.errors import ServerError
+            >>> exc = ServerError(status_code=503, method="GET", path="/workflow-runs/r")
+            >>> RetryPolicy(jitter=0).next_wait(exc, 0, creates=False)
+            0.5
+            >>> print(RetryPolicy(jitter=0).next_wait(exc, 0, creates=True))
+            None
+        """
+        should_retry = is_retryable_for_post if creates else is_retryable_for_get
+        return self._wait(exc, retries, should_retry)
+
+    def _wait(
+        self, exc: BaseException, retries: int, should_retry: Callable[[BaseException], bool]
+    ) -> float | None:
+        if retries >= self.max_retries or not should_retry(exc):
+            return None
+        return self.delay(exc, retries)
 
 
 #: The policy used when none is given.
@@ -173,8 +211,9 @@ async def retry_async(
 ) -> T:
     """Call ``attempt()`` until it succeeds, retrying errors ``should_retry`` accepts.
 
-    At most ``policy.max_retries`` retries; waits come from :meth:`RetryPolicy.delay` and are
-    slept with ``sleep`` (``asyncio.sleep`` by default). The last error is raised unchanged.
+    At most ``policy.max_retries`` retries (0: one attempt); waits come from
+    :meth:`RetryPolicy.delay` and are slept with ``sleep`` (``asyncio.sleep`` by default), a wait
+    of 0 included. The last error is raised unchanged.
     """
     do_sleep = sleep if sleep is not None else asyncio.sleep
     retries = 0
@@ -182,9 +221,9 @@ async def retry_async(
         try:
             return await attempt()
         except Exception as exc:
-            if retries >= policy.max_retries or not should_retry(exc):
+            wait = policy._wait(exc, retries, should_retry)
+            if wait is None:
                 raise
-            wait = policy.delay(exc, retries)
             retries += 1
             logger.info(
                 "Retrying %s in %.2f s (retry %d of %d) after %s: %s",

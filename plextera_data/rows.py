@@ -1,61 +1,60 @@
-"""Rows to requests: how a DataFrame row becomes the body of one start, checked before sending.
+"""Rows to requests: how a frame's rows become ready starts, checked once before any is sent.
 
 :func:`plan_requests` maps every row of a frame to a :class:`RowRequest` and runs the pre-flight
 checks over *all* rows, raising one :class:`~plextera_data.errors.InvalidInputError` that lists
-the offenders (row key, column, reason) before a single request is sent.
+the offenders (row key, column, reason) before a single request is sent. What it plans is what
+the client sends: each request holds its encoded :class:`~plextera_data.bodies.RequestBody`
+(``RowRequest.start_kwargs()`` hands it to ``start_run(body=...)``), and each file is checked and
+hashed here, once.
 
-The mapping of a value (:func:`to_json_value` is the reference, applied element by element; the
-frame path converts whole columns at once and gives the same result):
-
-============================================  ==================================================
-value                                         JSON
-============================================  ==================================================
-``None``, ``NaN``, ``pd.NA``, ``NaT``         ``null``
-``bool`` / ``numpy.bool_``                    ``true`` / ``false``
-int / numpy integer                           number
-float / numpy floating (finite)               number; ``+/-inf`` is a pre-flight error
-``decimal.Decimal``                           an integer if integral, else a float if the float
-                                              reads back as the same decimal, else a string
-                                              (``"0.1000000000000000000001"``): never lossy
-``str``                                       string
-``pd.Timestamp`` / ``datetime``               ISO 8601 (``isoformat()``): an aware value keeps
-                                              its offset, a naive one is sent as given, no zone
-``date`` / ``time``                           ISO 8601 (``2024-01-15``, ``09:30:00``)
-``pd.Timedelta`` / ``timedelta``              ISO 8601 duration (``P0DT0H1M30S``)
-``numpy.ndarray``, ``list``, ``tuple``        array (items converted the same way)
-``dict`` (string keys)                        object (values converted the same way)
-``bytes``                                     pre-flight error outside ``files=`` columns
-anything else                                 pre-flight error naming the type
-============================================  ==================================================
+A frame is a pandas DataFrame (its index keys the rows), a polars DataFrame or a pyarrow Table
+(rows keyed 0, 1, ...; see :func:`as_frame`). Values map to JSON as
+:func:`~plextera_data.bodies.to_json_value` says (NaN/None/NaT -> null, numpy scalars -> numbers,
+timestamps -> ISO 8601, ...); this module converts whole columns at once, with the same result.
 
 A column name holding ``sep`` (``"."`` by default) nests, as the inverse of
 :func:`pandas.json_normalize`: ``document.fileId`` becomes ``{"document": {"fileId": ...}}``.
 Columns ``a`` and ``a.b`` cannot both exist: that is a pre-flight error naming both.
+
+Files: ``files=[...]`` columns make the starts multipart (each cell a file part); ``upload=[...]``
+columns are uploaded through the File Service first, and the JSON body holds
+``{"fileId": <id>}`` at the column's (nested) place: :attr:`RowRequest.uploads` lists them and
+``RowRequest.start_kwargs(file_ids)`` fills the ids in. Either way a cell is a path, bytes or a
+binary file object (``None``/``NaN``: no file), checked before anything is sent (missing,
+unreadable, over the 50 MB limit, an executable or script).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import hashlib
-import io
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pandas.core.dtypes.dtypes import BaseMaskedDtype
 
+from plextera_data.bodies import (
+    FileRef,
+    MissingFileIdError,
+    RequestBody,
+    Unsendable,
+    check_file,
+    to_json_value,
+)
 from plextera_data.errors import InvalidInputError
 
 __all__ = [
     "FileRef",
     "RowRequest",
+    "Upload",
+    "as_frame",
     "fingerprint_json",
     "nest_columns",
     "plan_requests",
@@ -68,78 +67,72 @@ SHOWN_PROBLEMS = 5
 Problem = tuple[Any, str | None, str]
 
 
-class _Unsendable(ValueError):
-    """A value with no JSON form; the message says why."""
+# --------------------------------------------------------------------------- input frames
+
+_NULLABLE: dict[pa.DataType, Any] = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
 
 
-# --------------------------------------------------------------------------- one value
+def as_frame(obj: Any) -> pd.DataFrame:
+    """``obj`` as a pandas DataFrame: a pandas frame as is, a polars DataFrame or a pyarrow
+    Table (or RecordBatch) converted with every value's type kept.
 
+    Converted frames get a ``RangeIndex`` (rows keyed 0, 1, ...). Integers with nulls stay
+    integers (pandas' nullable ``Int64`` and kin, not floats), booleans with nulls stay
+    booleans, strings stay strings, dates stay ``datetime.date``, timestamps keep their unit and
+    zone, lists and structs become lists and dicts. polars is never imported here: an object
+    is taken for a polars frame only if polars is already loaded and says so. An index that
+    pandas stored in an arrow table is not a data column and is left out.
 
-def _decimal_value(value: decimal.Decimal) -> Any:
-    if value.is_nan():
-        return None
-    if value.is_infinite():
-        raise _Unsendable(f"{value} (infinity has no JSON form)")
-    if value == value.to_integral_value():
-        return int(value)
-    as_float = float(value)
-    if decimal.Decimal(repr(as_float)) == value:
-        return as_float
-    return str(value)
-
-
-def to_json_value(value: Any) -> Any:
-    """``value`` as plain JSON data (see the module docstring for the mapping).
-
-    Raises ``ValueError`` with the reason when the value has no JSON form.
-
-        >>> to_json_value(np.int64(3)), to_json_value(pd.NA), to_json_value(decimal.Decimal("2.50"))
-        (3, None, 2.5)
+        >>> as_frame(pa.table({"n": [1, None]}))["n"].tolist()
+        [1, <NA>]
     """
-    if value is None or isinstance(value, str | bool):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            raise _Unsendable(f"{value} (infinity has no JSON form)")
-        return float(value)
-    if value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, np.generic):
-        if isinstance(value, np.datetime64 | np.timedelta64):
-            if np.isnat(value):
-                return None
-            value = pd.Timestamp(value) if isinstance(value, np.datetime64) else pd.Timedelta(value)
-            return to_json_value(value)
-        if isinstance(value, np.bytes_ | np.void):
-            raise _Unsendable("bytes outside a files= column")
-        return to_json_value(value.item())
-    if isinstance(value, decimal.Decimal):
-        return _decimal_value(value)
-    if isinstance(value, pd.Timedelta | dt.timedelta):
-        return pd.Timedelta(value).isoformat()
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if isinstance(key, bool) or not isinstance(key, str | int):
-                raise _Unsendable(f"a dict key {key!r} is not a string (JSON keys are strings)")
-            out[str(key)] = to_json_value(item)
-        return out
-    if isinstance(value, list | tuple):
-        return [to_json_value(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return [to_json_value(item) for item in value.tolist()]
-    if isinstance(value, bytes | bytearray | memoryview):
-        raise _Unsendable("bytes outside a files= column; list the column in files= to upload it")
-    raise _Unsendable(
-        f"type {type(value).__name__} has no JSON form; convert the column "
-        "(for example with .astype(str)) before submitting"
+    if isinstance(obj, pd.DataFrame):
+        return obj
+    polars = sys.modules.get("polars")
+    if polars is not None and isinstance(obj, polars.DataFrame):
+        return _from_arrow(obj.to_arrow())
+    if polars is not None and isinstance(obj, polars.LazyFrame):
+        raise InvalidInputError(
+            "A polars LazyFrame holds no rows yet: call .collect() and pass the DataFrame; "
+            "nothing was sent"
+        )
+    if isinstance(obj, pa.RecordBatch):
+        obj = pa.Table.from_batches([obj])
+    if isinstance(obj, pa.Table):
+        return _from_arrow(obj)
+    raise InvalidInputError(
+        f"submit() takes a pandas DataFrame, a polars DataFrame or a pyarrow Table, got "
+        f"{type(obj).__name__}; nothing was sent"
     )
+
+
+def _from_arrow(table: pa.Table) -> pd.DataFrame:
+    meta = table.schema.pandas_metadata or {}
+    stored_index = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
+    if stored_index:
+        table = table.drop_columns(stored_index)
+    names = table.column_names
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        _raise(
+            "The table has duplicated column names",
+            [(None, c, "the column name appears more than once") for c in dupes],
+        )
+    columns = {
+        name: column.to_pandas(types_mapper=_NULLABLE.get if column.null_count else None)
+        for name, column in zip(names, table.columns, strict=True)
+    }
+    return pd.DataFrame(columns, index=pd.RangeIndex(table.num_rows))
 
 
 # --------------------------------------------------------------------------- whole columns
@@ -192,7 +185,7 @@ def _column_values(series: pd.Series, problems: list[Problem], keys: Sequence[An
 def _convert_one(value: Any, key: Any, column: str, problems: list[Problem]) -> Any:
     try:
         return to_json_value(value)
-    except ValueError as exc:
+    except Unsendable as exc:
         problems.append((key, column, str(exc)))
         return None
 
@@ -249,102 +242,79 @@ def _assemble(paths: list[tuple[str, ...]], columns: list[list[Any]], n: int) ->
     return bodies
 
 
-# --------------------------------------------------------------------------- files
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """A checked file for a multipart start: a path (opened when sending) or bytes in memory."""
-
-    filename: str
-    size: int
-    sha256: str
-    path: Path | None = None
-    content: bytes | None = None
-
-    def to_input(self) -> Any:
-        """What :meth:`AsyncClient.start_run` takes in ``files=``."""
-        if self.path is not None:
-            return self.path
-        return (self.filename, self.content or b"")
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.filename, "size": self.size, "sha256": self.sha256}
-
-
-def _hash_path(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
-def _file_ref(value: Any, column: str) -> FileRef:
-    """Check one file value (path, bytes or binary file object); raises ``ValueError``."""
-    if isinstance(value, str | os.PathLike):
-        path = Path(os.fspath(value))
-        if not path.exists():
-            raise _Unsendable(f"no such file {str(path)!r}")
-        if not path.is_file():
-            raise _Unsendable(f"{str(path)!r} is not a file")
-        try:
-            size, digest = _hash_path(path)
-        except OSError as exc:
-            raise _Unsendable(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
-        return FileRef(path.name, size, digest, path=path)
-    if isinstance(value, bytes | bytearray | memoryview):
-        content = bytes(value)
-        return FileRef(column, len(content), hashlib.sha256(content).hexdigest(), content=content)
-    if hasattr(value, "read"):
-        if isinstance(value, io.TextIOBase):
-            raise _Unsendable("the file object is opened in text mode; open it with 'rb'")
-        try:
-            content = value.read()
-        except OSError as exc:
-            raise _Unsendable(f"cannot read the file object: {exc}") from None
-        if not isinstance(content, bytes):
-            raise _Unsendable("the file object did not give bytes; open it in binary mode")
-        raw_name = getattr(value, "name", None)
-        filename = Path(raw_name).name if isinstance(raw_name, str) and raw_name else column
-        return FileRef(filename, len(content), hashlib.sha256(content).hexdigest(), content=content)
-    raise _Unsendable(
-        f"a files= column holds {type(value).__name__}; use a path, bytes or a binary file object"
-    )
-
-
 # --------------------------------------------------------------------------- requests
 
 
 @dataclass(frozen=True)
+class Upload:
+    """One file a row uploads before its start: the column, where its id goes, the file."""
+
+    column: str
+    at: tuple[str, ...]  # the place of ``{"fileId": ...}`` in the JSON body (or the fields)
+    file: FileRef
+
+    @property
+    def sha256(self) -> str:
+        """The file's content hash: the key of ``file_ids`` in :meth:`RowRequest.start_kwargs`."""
+        return self.file.sha256 or ""
+
+
+@dataclass(frozen=True)
 class RowRequest:
-    """What one row sends: ``json`` for a JSON start, else ``fields`` and ``files`` (multipart)."""
+    """What one row sends, ready: the encoded ``body``, the files to upload first, the
+    ``fingerprint`` that recognises the same request in a rerun."""
 
     fingerprint: str
-    json: dict[str, Any] | None = None
-    fields: dict[str, Any] | None = None
-    files: dict[str, FileRef] | None = None
+    body: RequestBody
+    uploads: tuple[Upload, ...] = ()
 
-    def start_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :meth:`AsyncClient.start_run`."""
-        if self.json is not None:
-            return {"json": self.json}
-        files = {name: ref.to_input() for name, ref in (self.files or {}).items()}
-        return {"fields": self.fields or {}, "files": files}
+    @property
+    def json(self) -> dict[str, Any] | None:
+        """The JSON body (for uploads, ``{"fileId": None}`` where the ids go); else ``None``."""
+        return None if self.body.is_multipart else self.body.json
+
+    @property
+    def fields(self) -> dict[str, Any] | None:
+        """The multipart fields by name, for a multipart start; else ``None``."""
+        return self.body.field_values if self.body.is_multipart else None
+
+    @property
+    def files(self) -> dict[str, FileRef] | None:
+        """The multipart files by part name, for a multipart start; else ``None``."""
+        return dict(self.body.files) if self.body.is_multipart else None
+
+    def start_kwargs(self, file_ids: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Keyword arguments for :meth:`AsyncClient.start_run`, ready to send.
+
+        A request with :attr:`uploads` needs ``file_ids``, mapping each upload's ``sha256`` to
+        the id the File Service gave it; a missing one raises
+        :class:`~plextera_data.bodies.MissingFileIdError` (nothing is sent).
+        """
+        if not self.uploads:
+            return {"body": self.body}
+        ids = file_ids or {}
+        missing = [u for u in self.uploads if u.sha256 not in ids]
+        if missing:
+            shown = ", ".join(
+                f"{u.column!r} ({u.file.filename!r}, sha256 {u.sha256[:12]}...)" for u in missing
+            )
+            raise MissingFileIdError(
+                f"No file id for {len(missing)} upload(s) of this request: {shown}. Upload them "
+                "first (client.upload_file) and pass {sha256: file id} as file_ids"
+            )
+        filled = [(u.at, {"fileId": ids[u.sha256]}) for u in self.uploads]
+        return {"body": self.body.with_values(filled)}
+
+
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 
 
 def fingerprint_json(workflow_id: str, payload: Any) -> str:
     """A stable hash of a request: SHA-256 of the canonical JSON (sorted keys, no spaces) of
     ``{"workflow": workflow_id, ...payload}``, first 32 hex digits."""
-    text = json.dumps(
-        {"workflow": workflow_id, "request": payload},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+    text = _CANONICAL.encode({"workflow": workflow_id, "request": payload})
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
@@ -380,30 +350,12 @@ def _raise(message: str, problems: list[Problem]) -> None:
     )
 
 
-def plan_requests(
-    frame: pd.DataFrame,
-    workflow_id: str,
-    *,
-    body: Callable[[pd.Series], Mapping[str, Any]] | None = None,
-    columns: Sequence[Any] | None = None,
-    files: Sequence[Any] | None = None,
-    sep: str = ".",
-) -> list[RowRequest]:
-    """One :class:`RowRequest` per row of ``frame``, in order, after checking every row.
-
-    ``columns`` selects the columns sent (default: all); ``body(row)`` builds the JSON body from
-    the row (a Series named by its index key, holding the selected columns) instead of the
-    default mapping; ``files`` lists columns holding files, which makes the starts multipart.
-    Raises :class:`~plextera_data.errors.InvalidInputError` naming rows and columns.
-    """
+def _check_frame(frame: pd.DataFrame, workflow_id: str) -> None:
+    """The checks on the whole frame: a workflow id, rows, keys, distinct column names."""
     if not isinstance(workflow_id, str) or not workflow_id.strip():
         raise InvalidInputError(
             f"The workflow id is empty ({workflow_id!r}); pass the workflow's id, such as "
             "'daily-lab-loader'; nothing was sent"
-        )
-    if not isinstance(frame, pd.DataFrame):
-        raise InvalidInputError(
-            f"submit() takes a pandas DataFrame, got {type(frame).__name__}; nothing was sent"
         )
     if len(frame) == 0:
         raise InvalidInputError("The DataFrame has no rows: there is nothing to submit")
@@ -417,53 +369,179 @@ def plan_requests(
             [(None, c, "the column name appears more than once") for c in dupes],
         )
 
-    file_columns = list(files or [])
-    selected = list(frame.columns) if columns is None else list(columns)
-    missing = [c for c in [*selected, *file_columns] if c not in frame.columns]
-    if missing:
+
+def _check_columns(
+    frame: pd.DataFrame, selected: list[Any], file_columns: list[Any], upload_columns: list[Any]
+) -> None:
+    problems: list[Problem] = [
+        (None, str(c), "no such column in the DataFrame")
+        for c in [*selected, *file_columns, *upload_columns]
+        if c not in frame.columns
+    ]
+    if problems:
+        _raise("Unknown columns", problems)
+    both = [c for c in upload_columns if c in file_columns]
+    if both:
         _raise(
-            "Unknown columns",
-            [(None, str(c), "no such column in the DataFrame") for c in missing],
+            "Columns listed in both files= and upload=",
+            [
+                (None, str(c), "a column is sent either as a file part or as an upload")
+                for c in both
+            ],
         )
-    data_columns = [c for c in selected if c not in file_columns]
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _file_column(
+    series: pd.Series,
+    keys: Sequence[Any],
+    problems: list[Problem],
+    cache: dict[str, FileRef],
+) -> list[FileRef | None]:
+    """Each cell's checked file (``None``: no file); a path used by many rows is read once."""
+    column = str(series.name)
+    refs: list[FileRef | None] = []
+    for i, value in enumerate(series.to_numpy(dtype=object)):
+        if _is_missing(value):
+            refs.append(None)
+            continue
+        path_key = os.fspath(value) if isinstance(value, str | os.PathLike) else None
+        try:
+            ref = cache.get(path_key) if path_key is not None else None
+            if ref is None:
+                ref = check_file(value, column)
+                if path_key is not None:
+                    cache[path_key] = ref
+        except Unsendable as exc:
+            problems.append((keys[i], column, str(exc)))
+            ref = None
+        refs.append(ref)
+    return refs
+
+
+def _place(body: dict[str, Any], at: tuple[str, ...], value: Any) -> str | None:
+    """Set ``value`` at ``at`` in ``body`` (a fresh dict of one row); the reason if it clashes."""
+    target = body
+    for depth, part in enumerate(at[:-1]):
+        inner = target.setdefault(part, {})
+        if not isinstance(inner, dict):
+            return f"body(row) put a {type(inner).__name__} at {'.'.join(at[: depth + 1])!r}"
+        target = inner
+    if at[-1] in target:
+        return f"body(row) already holds a value at {'.'.join(at)!r}, the upload's place"
+    target[at[-1]] = value
+    return None
+
+
+def plan_requests(
+    frame: Any,
+    workflow_id: str,
+    *,
+    body: Callable[[pd.Series], Mapping[str, Any]] | None = None,
+    columns: Sequence[Any] | None = None,
+    files: Sequence[Any] | None = None,
+    upload: Sequence[Any] | None = None,
+    sep: str = ".",
+) -> list[RowRequest]:
+    """One :class:`RowRequest` per row of ``frame``, in order, after checking every row.
+
+    ``frame`` is a pandas DataFrame, a polars DataFrame or a pyarrow Table (see
+    :func:`as_frame`). ``columns`` selects the columns sent (default: all); ``body(row)`` builds
+    the JSON body from the row (a Series named by its index key, holding the selected columns)
+    instead of the default mapping; ``files`` lists columns holding files, which makes the starts
+    multipart; ``upload`` lists columns whose files are uploaded first and referenced as
+    ``{"fileId": ...}`` at the column's place in the body. Raises
+    :class:`~plextera_data.errors.InvalidInputError` naming rows and columns.
+    """
+    frame = as_frame(frame)
+    _check_frame(frame, workflow_id)
+    file_columns = list(files or [])
+    upload_columns = list(upload or [])
+    selected = list(frame.columns) if columns is None else list(columns)
+    _check_columns(frame, selected, file_columns, upload_columns)
+    data_columns = [c for c in selected if c not in file_columns and c not in upload_columns]
     keys = frame.index.tolist()
-    n = len(frame)
     problems: list[Problem] = []
 
-    if body is not None:
-        bodies = _call_body(body, frame[data_columns], keys, problems)
-        paths: list[tuple[str, ...]] = []
-    else:
-        paths, nest_problems = nest_columns([str(c) for c in data_columns], sep)
-        if nest_problems:
-            _raise("Column names clash when nested", nest_problems)
-        converted = [_column_values(frame[c], problems, keys) for c in data_columns]
-        bodies = _assemble(paths, converted, n)
-
-    file_refs: list[dict[str, FileRef]] = [{} for _ in range(n)]
-    for column in file_columns:
-        raw = frame[column].to_numpy(dtype=object)
-        for i, value in enumerate(raw):
-            if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-                continue  # no file for this row: the part is left out
-            try:
-                file_refs[i][str(column)] = _file_ref(value, str(column))
-            except ValueError as exc:
-                problems.append((keys[i], str(column), str(exc)))
-
+    bodies, upload_at = _bodies(frame, data_columns, upload_columns, body, sep, keys, problems)
+    cache: dict[str, FileRef] = {}
+    file_refs = {str(c): _file_column(frame[c], keys, problems, cache) for c in file_columns}
+    upload_refs = [_file_column(frame[c], keys, problems, cache) for c in upload_columns]
+    uploads = _place_uploads(bodies, upload_columns, upload_at, upload_refs, keys, problems)
     if problems:
         _raise("Some rows cannot be sent", problems)
+    return _requests(workflow_id, bodies, file_refs, uploads)
 
+
+def _bodies(
+    frame: pd.DataFrame,
+    data_columns: list[Any],
+    upload_columns: list[Any],
+    body: Callable[[pd.Series], Mapping[str, Any]] | None,
+    sep: str,
+    keys: list[Any],
+    problems: list[Problem],
+) -> tuple[list[dict[str, Any]], list[tuple[str, ...]]]:
+    """Each row's JSON body (or multipart fields) and the places of its upload columns."""
+    names = [str(c) for c in [*data_columns, *upload_columns]]
+    paths, nest_problems = nest_columns(names, sep)
+    if nest_problems:
+        _raise("Column names clash when nested", nest_problems)
+    upload_at = paths[len(data_columns) :]
+    if body is not None:
+        return _call_body(body, frame[data_columns], keys, problems), upload_at
+    converted = [_column_values(frame[c], problems, keys) for c in data_columns]
+    return _assemble(paths[: len(data_columns)], converted, len(frame)), upload_at
+
+
+def _place_uploads(
+    bodies: list[dict[str, Any]],
+    upload_columns: list[Any],
+    upload_at: list[tuple[str, ...]],
+    upload_refs: list[list[FileRef | None]],
+    keys: list[Any],
+    problems: list[Problem],
+) -> list[tuple[Upload, ...]]:
+    """Put ``{"fileId": None}`` (``null`` for no file) at each upload's place; list the uploads."""
+    uploads: list[tuple[Upload, ...]] = []
+    for i, payload in enumerate(bodies):
+        row: list[Upload] = []
+        for column, at, refs in zip(upload_columns, upload_at, upload_refs, strict=True):
+            ref = refs[i]
+            clash = _place(payload, at, None if ref is None else {"fileId": None})
+            if clash is not None:
+                problems.append((keys[i], str(column), clash))
+            elif ref is not None:
+                row.append(Upload(str(column), at, ref))
+        uploads.append(tuple(row))
+    return uploads
+
+
+def _requests(
+    workflow_id: str,
+    bodies: list[dict[str, Any]],
+    file_refs: dict[str, list[FileRef | None]],
+    uploads: list[tuple[Upload, ...]],
+) -> list[RowRequest]:
+    """The encoded requests and their fingerprints (a file counts by its content hash)."""
     requests: list[RowRequest] = []
-    if not file_columns:
-        for payload in bodies:
-            fp = fingerprint_json(workflow_id, {"json": payload})
-            requests.append(RowRequest(fp, json=payload))
-        return requests
-    for payload, refs in zip(bodies, file_refs, strict=True):
-        described = {name: ref.describe() for name, ref in refs.items()}
-        fp = fingerprint_json(workflow_id, {"fields": payload, "files": described})
-        requests.append(RowRequest(fp, fields=payload, files=refs))
+    for i, payload in enumerate(bodies):
+        row_uploads = uploads[i]
+        if not file_refs:
+            request: dict[str, Any] = {"json": payload}
+            prepared = RequestBody.for_json(payload)
+        else:
+            refs = {name: column[i] for name, column in file_refs.items()}
+            present = {name: ref for name, ref in refs.items() if ref is not None}
+            request = {"fields": payload, "files": {n: r.describe() for n, r in present.items()}}
+            prepared = RequestBody.for_multipart(payload, present)
+        if row_uploads:
+            request["uploads"] = [[list(u.at), u.sha256] for u in row_uploads]
+        fingerprint = fingerprint_json(workflow_id, request)
+        requests.append(RowRequest(fingerprint, prepared, row_uploads))
     return requests
 
 
@@ -490,7 +568,7 @@ def _call_body(
             continue
         try:
             bodies.append(to_json_value(result))
-        except ValueError as exc:
+        except Unsendable as exc:
             problems.append((key, None, f"body(row) returned a value with no JSON form: {exc}"))
             bodies.append({})
     return bodies

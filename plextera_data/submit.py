@@ -52,7 +52,7 @@ from plextera_data.journal import Journal
 from plextera_data.ledger import SUBMISSION_UNCERTAIN, open_ledger, resume_ledger
 from plextera_data.pacing import Pacer
 from plextera_data.retry import DEFAULT_RETRY_POLICY
-from plextera_data.rows import plan_requests
+from plextera_data.rows import as_frame, plan_requests
 
 __all__ = ["MAX_ATTEMPTS", "SubmissionInterrupted", "resume", "submit", "submit_async"]
 
@@ -119,6 +119,7 @@ def _prepare(
     send with their requests."""
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
+    frame = as_frame(frame)
     requests = plan_requests(frame, workflow_id, body=body, columns=columns, files=files, sep=sep)
     plan = PlanOptions(
         body=body,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from plextera_data import errors
-from plextera_data.client import AsyncClient
+from plextera_data.client import AsyncClient, Client
 from plextera_data.retry import RetryPolicy
 
 KEY = "sk_test_async_SECRET"
@@ -137,3 +137,54 @@ def test_one_async_client_across_several_event_loops() -> None:
     second = asyncio.run(use())  # a new loop: a new pool, the old one's loop is closed
     assert (first, second) == ("run_0", "run_1")
     asyncio.run(client.aclose())
+
+
+async def test_start_without_retry_and_upload_file() -> None:
+    answers = iter(
+        [
+            httpx.Response(429, headers={"Retry-After": "0"}, json={"error": {"code": "R"}}),
+            httpx.Response(201, json={"id": "file_1", "name": "a.pdf", "sizeBytes": 4}),
+        ]
+    )
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return next(answers)
+
+    sleep = FakeSleep()
+    client = AsyncClient(KEY, BASE, transport=httpx.MockTransport(handler), sleep=sleep)
+    async with client:
+        with pytest.raises(errors.RateLimitError) as info:
+            await client.start_run("wf", json={}, retry=False)
+        assert info.value.retry_after == 0.0
+        uploaded = await client.upload_file(b"%PDF", name="a.pdf")
+    assert (uploaded.id, uploaded.name, uploaded.size, uploaded.mime_type) == (
+        "file_1",
+        "a.pdf",
+        4,
+        None,
+    )
+    assert [(r.method, r.url.path) for r in seen] == [
+        ("POST", "/api/public/v1/workflows/wf/runs"),
+        ("POST", "/api/public/v1/files"),
+    ]
+    assert sleep.delays == []
+
+
+async def test_deprecated_retry_rate_limits_warns_at_the_callers_line() -> None:
+    runs = Runs()
+    client, _ = make(runs)
+    async with client:
+        with pytest.warns(DeprecationWarning, match="retry=False") as caught:
+            await client.start_run("wf", retry_rate_limits=True)
+    assert caught[0].filename == __file__
+
+
+async def test_clock_rate_and_the_sync_face() -> None:
+    client = AsyncClient(KEY, BASE, clock_rate=250.0)
+    assert client.clock_rate == 250.0
+    face = Client.from_async(client)
+    assert face.aclient is client
+    assert face.clock_rate == 250.0
+    await client.aclose()

@@ -20,6 +20,7 @@ import pytest
 import plextera_data as px
 from plextera_data import errors
 from plextera_data.client import DEFAULT_BASE_URL, Client, encode_path_segment
+from plextera_data.models import File
 from plextera_data.retry import RetryPolicy
 
 KEY = "sk_test_0123456789SECRETKEY"
@@ -112,6 +113,15 @@ def multipart_parts(request: httpx.Request, body: bytes) -> list[tuple[dict[str,
             headers[name.lower()] = value
         parts.append((headers, content))
     return parts
+
+
+def assert_prints_ok(script: str) -> None:
+    """Run ``script`` in a child interpreter (process-wide state stays there); it prints OK."""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "OK"
 
 
 # --------------------------------------------------------------------------- configuration
@@ -508,7 +518,10 @@ def test_post_429_is_retried_after_retry_after() -> None:
 def test_post_429_can_be_left_to_the_caller() -> None:
     limited = httpx.Response(429, headers={"Retry-After": "3"}, json=envelope("RATE_LIMITED"))
     client, server, _ = make(limited, ok(code=202))
-    with pytest.raises(errors.RateLimitError) as info:
+    with (
+        pytest.warns(DeprecationWarning, match="retry=False"),
+        pytest.raises(errors.RateLimitError) as info,
+    ):
         client.start_run("w", json={}, retry_rate_limits=False)
     assert info.value.retry_after == 3.0
     assert info.value.may_have_created is False
@@ -651,6 +664,271 @@ def test_retries_are_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert "Retrying GET /workflow-runs/r" in retries[0].getMessage()
 
 
+# ----------------------------------------------------------------------- one attempt, zero waits
+
+
+def rate_limited(retry_after: str = "0") -> httpx.Response:
+    return httpx.Response(429, headers={"Retry-After": retry_after}, json=envelope("RATE_LIMITED"))
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [rate_limited(), httpx.ConnectError("refused"), httpx.ConnectTimeout("t")],
+    ids=["429", "refused", "connect-timeout"],
+)
+def test_start_without_retry_is_exactly_one_attempt(failure: Answer) -> None:
+    client, server, sleep = make(failure, ok(code=202))
+    with pytest.raises(errors.APIError) as info:
+        client.start_run("w", json={}, retry=False)
+    assert info.value.may_have_created is False  # the kinds a start would otherwise retry
+    assert len(server.requests) == 1
+    assert sleep.delays == []
+
+
+FILE_ANSWER = {"id": "file_1", "name": "a.pdf", "mimeType": "application/pdf", "sizeBytes": 4}
+
+CALLS: dict[str, Callable[[Client], object]] = {
+    "start json": lambda c: c.start_run("w", json={"a": 1}),
+    "start multipart": lambda c: c.start_run("w", fields={"a": 1}, files={"d": b"%PDF"}),
+    "get": lambda c: c.get_run("r"),
+    "list": lambda c: c.list_runs(),
+    "wait": lambda c: c.wait("r"),
+    "upload": lambda c: c.upload_file(b"%PDF", name="a.pdf"),
+}
+
+
+@pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
+@pytest.mark.parametrize(
+    "failure", [rate_limited("1"), httpx.ConnectError("refused")], ids=["429", "refused"]
+)
+def test_max_retries_zero_is_one_attempt_on_every_path(
+    call: Callable[[Client], object], failure: Answer
+) -> None:
+    client, server, sleep = make(failure, ok(), retry=RetryPolicy(max_retries=0))
+    with pytest.raises(errors.APIError):
+        call(client)
+    assert len(server.requests) == 1
+    assert sleep.delays == []
+
+
+@pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
+def test_retry_after_zero_is_honoured_as_zero_on_every_path(
+    call: Callable[[Client], object],
+) -> None:
+    answer = httpx.Response(201, json={**run_json(status="COMPLETED"), **FILE_ANSWER})
+    client, server, sleep = make(
+        rate_limited("0"), answer, retry=RetryPolicy(initial_backoff=7.0, jitter=0)
+    )
+    call(client)
+    assert len(server.requests) == 2
+    assert sleep.delays == [0.0]  # not the 7 s backoff, not a 1 s floor
+
+
+def test_retry_after_date_in_the_past_is_zero_on_a_start() -> None:
+    client, server, sleep = make(
+        rate_limited("Wed, 21 Oct 2015 07:28:00 GMT"),
+        ok(code=202),
+        retry=RetryPolicy(initial_backoff=7.0, jitter=0),
+    )
+    client.start_run("w", json={})
+    assert len(server.requests) == 2
+    assert sleep.delays == [0.0]
+
+
+# --------------------------------------------------------------------------- prepared bodies
+
+
+def test_start_sends_a_body_planned_from_rows_as_is() -> None:
+    pd = pytest.importorskip("pandas")
+    from plextera_data.rows import plan_requests
+
+    frame = pd.DataFrame({"customerId": ["c-1"], "meta.n": [3]})
+    (request,) = plan_requests(frame, "daily-lab-loader")
+    kwargs = request.start_kwargs()
+    client, server, _ = make(ok(code=202))
+    client.start_run("daily-lab-loader", **kwargs)
+    assert server.bodies[0] == kwargs["body"].content
+    assert json.loads(server.bodies[0]) == {"customerId": "c-1", "meta": {"n": 3}}
+    assert server.requests[0].headers["content-type"] == "application/json"
+
+
+def test_body_and_json_together_are_refused() -> None:
+    from plextera_data.bodies import RequestBody
+
+    client, server, _ = make(ok(code=202))
+    with pytest.raises(errors.InvalidInputError, match="not both"):
+        client.start_run("w", json={"a": 1}, body=RequestBody.for_json({"b": 2}))
+    with pytest.raises(errors.InvalidInputError, match="RequestBody"):
+        client.start_run("w", body={"b": 2})  # type: ignore[arg-type]
+    assert server.requests == []
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+def test_upload_file_wire_format_and_typed_answer(tmp_path: Path) -> None:
+    path = tmp_path / "claim.pdf"
+    path.write_bytes(b"%PDF-1.4 claim")
+    answer = {
+        "id": "file_01JY7M4ZVX5R1P3M3Q0TA1S7ZM",
+        "name": "claim.pdf",
+        "mimeType": "application/pdf",
+        "sizeBytes": 14,
+        "createdAt": "2026-04-07T10:10:00.000Z",
+        "brandNew": 1,
+    }
+    client, server, _ = make(httpx.Response(201, json=answer))
+    uploaded = client.upload_file(path)
+    assert isinstance(uploaded, File)
+    assert (uploaded.id, uploaded.name, uploaded.mime_type, uploaded.size) == (
+        "file_01JY7M4ZVX5R1P3M3Q0TA1S7ZM",
+        "claim.pdf",
+        "application/pdf",
+        14,
+    )
+    assert uploaded.created_at is not None
+    assert uploaded.created_at.year == 2026
+    assert uploaded.raw == answer
+    request = server.requests[0]
+    assert (request.method, request.url.path) == ("POST", PREFIX + "/files")
+    ((headers, content),) = multipart_parts(request, server.bodies[0])
+    assert headers["content-disposition"] == 'form-data; name="file"; filename="claim.pdf"'
+    assert headers["content-type"] == "application/pdf"
+    assert content == b"%PDF-1.4 claim"
+
+
+def test_upload_names_and_types_bytes_and_streams() -> None:
+    client, server, _ = make(httpx.Response(201, json=FILE_ANSWER))
+    client.upload_file(b"plain bytes")
+    client.upload_file(b"a,b\n", name="t.csv")
+    client.upload_file(io.BytesIO(b"x"), name="n.bin", content_type="application/x-thing")
+    seen = [
+        multipart_parts(r, b)[0][0] for r, b in zip(server.requests, server.bodies, strict=True)
+    ]
+    assert [h["content-disposition"].split("; ", 2)[2] for h in seen] == [
+        'filename="file"',
+        'filename="t.csv"',
+        'filename="n.bin"',
+    ]
+    assert [h["content-type"] for h in seen] == [
+        "application/octet-stream",
+        "text/csv",
+        "application/x-thing",
+    ]
+
+
+def test_upload_is_retried_like_a_start() -> None:
+    client, server, sleep = make(rate_limited("2"), httpx.Response(201, json=FILE_ANSWER))
+    assert client.upload_file(b"%PDF").id == "file_1"
+    assert len(server.requests) == 2
+    assert sleep.delays == [2.0]
+    assert len({r.headers["x-request-id"] for r in server.requests}) == 1
+    for failure in (
+        httpx.Response(500, json=envelope("INTERNAL", retryable=True)),
+        httpx.ReadError("reset"),
+        httpx.Response(201, text="{cut"),
+    ):
+        client, server, sleep = make(failure, httpx.Response(201, json=FILE_ANSWER))
+        with pytest.raises(errors.APIError) as info:
+            client.upload_file(b"%PDF")
+        assert info.value.may_have_created is True
+        assert len(server.requests) == 1
+    client, server, _ = make(rate_limited("2"), httpx.Response(201, json=FILE_ANSWER))
+    with pytest.raises(errors.RateLimitError):
+        client.upload_file(b"%PDF", retry=False)
+    assert len(server.requests) == 1
+
+
+def test_upload_answer_without_an_id_is_malformed() -> None:
+    client, _, _ = make(httpx.Response(201, json={"name": "a.pdf"}))
+    with pytest.raises(errors.MalformedResponseError, match="no file id") as info:
+        client.upload_file(b"%PDF")
+    assert info.value.may_have_created is True
+
+
+@pytest.mark.parametrize(
+    ("file", "match"),
+    [
+        (b"MZ\x90\x00", "executable or script"),
+        (("run.sh", b"echo hi"), "'.sh'"),
+        (b"#!/bin/sh\n", "starts with b'#!'"),
+        (io.StringIO("text"), "text mode"),
+        (42, "type int"),
+    ],
+)
+def test_upload_refuses_before_any_request(file: Any, match: str) -> None:
+    client, server, _ = make(httpx.Response(201, json=FILE_ANSWER))
+    with pytest.raises(errors.InvalidInputError, match=match):
+        client.upload_file(file)
+    assert server.requests == []
+
+
+def test_upload_refuses_a_file_over_the_limit_without_reading_it(tmp_path: Path) -> None:
+    big = tmp_path / "scan.pdf"
+    with big.open("wb") as handle:
+        handle.truncate(60 * 1024 * 1024)  # sparse: 60 MB on paper, nothing written
+    client, server, _ = make(httpx.Response(201, json=FILE_ANSWER))
+    with pytest.raises(errors.InvalidInputError, match="over the File Service's limit"):
+        client.upload_file(big)
+    with pytest.raises(errors.InvalidInputError, match="over the File Service's limit"):
+        client.start_run("w", files={"document": big})
+    assert server.requests == []
+
+
+# --------------------------------------------------------------------------- clock rate, faces
+
+
+def test_clock_rate_is_configuration_not_read_from_answers() -> None:
+    answer = httpx.Response(200, json=run_json(), headers={"X-Plextera-Simulator-Speed": "50"})
+    client, _, _ = make(answer)
+    client.get_run("r")
+    assert client.clock_rate == client.aclient.clock_rate == 1.0
+    fast, _, _ = make(answer, clock_rate=50)
+    assert fast.clock_rate == 50.0
+    for bad in (0, -1.0, float("inf"), float("nan"), "fast"):
+        with pytest.raises(errors.ConfigurationError, match="clock_rate"):
+            Client(api_key=KEY, base_url=BASE, clock_rate=bad)  # type: ignore[arg-type]
+
+
+def test_client_from_async_shares_the_async_client() -> None:
+    server = Server([ok()])
+    aclient = px.AsyncClient(KEY, BASE, transport=httpx.MockTransport(server.handler))
+    client = Client.from_async(aclient)
+    assert client.aclient is aclient
+    assert isinstance(client, Client)
+    assert client.get_run("r").id == "run_1"
+    assert client.base_url == BASE
+    with pytest.raises(TypeError, match="no other argument"):
+        Client(api_key=KEY, aclient=aclient)
+    with pytest.raises(TypeError, match="AsyncClient"):
+        Client(aclient=client)  # type: ignore[arg-type]
+    client.close()
+
+
+def test_importing_installs_no_log_filter_the_first_client_does() -> None:
+    script = textwrap.dedent(
+        """
+        import logging
+        import plextera_data as px
+
+        names = ("plextera_data", "httpx", "httpcore")
+        assert all(not logging.getLogger(n).filters for n in names), "installed at import"
+        px.Client(api_key="sk_a"), px.AsyncClient(api_key="sk_b")
+        assert all(len(logging.getLogger(n).filters) == 1 for n in names), "not idempotent"
+        records = []
+        handler = logging.Handler()
+        handler.emit = lambda record: records.append(record.getMessage())
+        for name in names:
+            logging.getLogger(name).addHandler(handler)
+            logging.getLogger(name).warning("Authorization: api-key %s", "sk_live_SECRET")
+        assert len(records) == 3 and all("sk_live_SECRET" not in r for r in records), records
+        assert all("api-key <redacted>" in r for r in records), records
+        print("OK")
+        """
+    )
+    assert_prints_ok(script)
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -774,7 +1052,7 @@ def test_exception_text_never_holds_the_key(caplog: pytest.LogCaptureFixture) ->
 
 
 def test_log_filter_redacts_keys_logged_by_anyone(caplog: pytest.LogCaptureFixture) -> None:
-    import plextera_data.client  # noqa: F401 - installs the filter
+    make(ok())  # the first client installs the filter
 
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("plextera_data").warning("sending Authorization: api-key %s", KEY)
@@ -824,11 +1102,7 @@ def test_sync_client_used_inside_running_loops() -> None:
         print("OK")
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "OK"
+    assert_prints_ok(script)
 
 
 def test_closed_client_refuses_calls() -> None:

@@ -350,3 +350,51 @@ def test_sync_client_inside_a_running_loop_against_the_served_simulator(served: 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "OK"
+
+
+# --------------------------------------------------------------------------- the policy's limits
+
+
+def test_max_retries_zero_is_one_attempt_per_call(sim: Any, served: Any, sleep: SimSleep) -> None:
+    run_id = sim.start_run("daily-lab-loader", {})
+    sim.set_faults(
+        [
+            Fault("rate_limit", method="POST", retry_after=0.0),
+            Fault("server_error", method="GET", status=503),
+        ]
+    )
+    with Client(
+        api_key=served.api_key,
+        base_url=served.base_url,
+        retry=RetryPolicy(max_retries=0),
+        sleep=sleep,
+    ) as client:
+        with pytest.raises(errors.RateLimitError):
+            client.start_run("daily-lab-loader", json={})
+        with pytest.raises(errors.ServerError):
+            client.get_run(run_id)
+        with pytest.raises(errors.RateLimitError):
+            client.upload_file(b"%PDF-1.4")
+    assert sim.stats.post_attempts["daily-lab-loader"] == 1
+    assert sim.stats.gets[run_id] == 1
+    assert sim.stats.requests == 3
+    assert sleep.delays == []
+
+
+def test_retry_after_zero_from_the_simulator_is_no_wait(
+    sim: Any, client: Client, sleep: SimSleep
+) -> None:
+    sim.set_faults([Fault("rate_limit", method="POST", requests={1, 2}, retry_after=0.0)])
+    client.start_run("daily-lab-loader", json={})
+    assert sim.stats.post_attempts["daily-lab-loader"] == 3
+    assert sleep.delays == [0.0, 0.0]
+
+
+def test_upload_over_loopback_is_a_typed_file(sim: Any, client: Client) -> None:
+    uploaded = client.upload_file(b"%PDF-1.4 served", name="served.pdf")
+    assert uploaded.id in sim.files
+    assert (uploaded.name, uploaded.mime_type, uploaded.size) == (
+        "served.pdf",
+        "application/pdf",
+        15,
+    )

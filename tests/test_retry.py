@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -235,3 +236,82 @@ def test_retry_async_raises_unretryable_errors_at_once() -> None:
         )
     assert calls == 1
     assert sleep.delays == []
+
+
+# ----------------------------------------------------------------------- zero waits, one attempt
+
+
+def test_retry_after_zero_is_no_wait() -> None:
+    policy = RetryPolicy(jitter=0, initial_backoff=5.0)
+    limited = status_error(errors.RateLimitError, 429, retry_after=parse_retry_after("0"))
+    assert policy.delay(limited, 3) == 0.0  # not the backoff, not a 1 s floor
+    assert policy.next_wait(limited, 0, creates=True) == 0.0
+    assert policy.next_wait(limited, 0, creates=False) == 0.0
+    past = parse_retry_after("Tue, 07 Apr 2026 09:00:00 GMT", now=NOW)
+    assert policy.delay(status_error(errors.RateLimitError, 429, retry_after=past), 0) == 0.0
+
+
+def test_retry_async_sleeps_zero_for_retry_after_zero() -> None:
+    sleep = FakeSleep()
+    calls = 0
+
+    async def attempt() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise status_error(errors.RateLimitError, 429, retry_after=0.0)
+        return "ok"
+
+    policy = RetryPolicy(initial_backoff=9.0)
+    assert asyncio.run(
+        retry_async(attempt, policy=policy, should_retry=is_retryable_for_get, sleep=sleep)
+    )
+    assert sleep.delays == [0.0]
+
+
+@pytest.mark.parametrize("should_retry", [is_retryable_for_get, is_retryable_for_post])
+def test_max_retries_zero_is_one_attempt(should_retry: Any) -> None:
+    sleep = FakeSleep()
+    calls = 0
+
+    async def attempt() -> None:
+        nonlocal calls
+        calls += 1
+        raise status_error(errors.RateLimitError, 429, retry_after=0.0)
+
+    with pytest.raises(errors.RateLimitError):
+        asyncio.run(
+            retry_async(
+                attempt, policy=RetryPolicy(max_retries=0), should_retry=should_retry, sleep=sleep
+            )
+        )
+    assert calls == 1
+    assert sleep.delays == []
+
+
+def test_next_wait_is_the_rule_for_callers_that_retry_themselves() -> None:
+    policy = RetryPolicy(max_retries=2, jitter=0, max_retry_after=10.0)
+    limited = status_error(errors.RateLimitError, 429, retry_after=30.0)
+    server = status_error(errors.ServerError, 503)
+    never_sent = connection_error(sent=False)
+    sent = connection_error(sent=True)
+    # a read: every transient failure, backoff or Retry-After (capped)
+    assert [policy.next_wait(server, n, creates=False) for n in range(3)] == [0.5, 1.0, None]
+    assert policy.next_wait(limited, 0, creates=False) == 10.0
+    assert policy.next_wait(sent, 1, creates=False) == 1.0
+    # a creating request: only what cannot have created anything
+    assert policy.next_wait(limited, 1, creates=True) == 10.0
+    assert policy.next_wait(never_sent, 0, creates=True) == 0.5
+    assert policy.next_wait(server, 0, creates=True) is None
+    assert policy.next_wait(sent, 0, creates=True) is None
+    assert policy.next_wait(limited, 2, creates=True) is None  # retries used up
+    assert RetryPolicy(max_retries=0).next_wait(limited, 0, creates=True) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0, 0.0), (0.0, 0.0), (5, 5.0), (600.0, 60.0), (None, None), (-1.0, None), (True, None)],
+)
+def test_capped_retry_after(value: Any, expected: float | None) -> None:
+    assert RetryPolicy().capped_retry_after(value) == expected
+    assert RetryPolicy().capped_retry_after(float("nan")) is None

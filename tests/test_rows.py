@@ -6,16 +6,21 @@ import datetime as dt
 import decimal
 import io
 import math
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import plextera_data as px
+import plextera_data.rows
 from plextera_data.errors import InvalidInputError
 from plextera_data.rows import plan_requests, to_json_value
 from plextera_data.simulator import Simulator, StepSpec, Workflow
@@ -319,3 +324,111 @@ def test_files_make_multipart_starts(tmp_path: Path) -> None:
     batch = px.submit(frame, "echo", client=client, files=["document"], progress=False)
     assert [r.status for r in batch.rows] == ["PROCESSING"] * 3
     assert len(sim.files) == 3
+
+
+# --------------------------------------------------------------------------- polars and arrow
+
+EXPECTED_BODIES = [
+    {
+        "n": 2**60 + 1,
+        "code": "007",
+        "word": "NA",
+        "day": "2024-01-15",
+        "at": "2024-01-15T09:30:00+00:00",
+        "ok": True,
+        "tags": [1, 2],
+        "doc": {"pages": 3},
+        "x": 0.5,
+    },
+    {
+        "n": None,
+        "code": None,
+        "word": "",
+        "day": None,
+        "at": None,
+        "ok": None,
+        "tags": None,
+        "doc": None,
+        "x": None,
+    },
+]
+COLUMNS: dict[str, list[Any]] = {
+    "n": [2**60 + 1, None],
+    "code": ["007", None],
+    "word": ["NA", ""],
+    "day": [dt.date(2024, 1, 15), None],
+    "at": [dt.datetime(2024, 1, 15, 9, 30, tzinfo=dt.UTC), None],
+    "ok": [True, None],
+    "tags": [[1, 2], None],
+    "doc": [{"pages": 3}, None],
+    "x": [0.5, None],
+}
+
+
+def frames_of_other_libraries() -> dict[str, Any]:
+    pl = pytest.importorskip("polars")  # a test extra; the library never needs it
+    return {
+        "polars": pl.DataFrame(COLUMNS),
+        "arrow": pa.table(COLUMNS),
+        "record-batch": pa.RecordBatch.from_pydict(COLUMNS),
+    }
+
+
+@pytest.mark.parametrize("name", ["polars", "arrow", "record-batch"])
+def test_polars_and_arrow_frames_keep_their_types(name: str) -> None:
+    frame = px.rows.as_frame(frames_of_other_libraries()[name])
+    assert isinstance(frame.index, pd.RangeIndex)
+    assert list(frame.index) == [0, 1]
+    assert str(frame["n"].dtype) == "Int64"  # integers with nulls stay integers
+    assert str(frame["ok"].dtype) == "boolean"
+    assert frame["day"].iloc[0] == dt.date(2024, 1, 15)
+    assert frame["code"].iloc[0] == "007"
+    requests = plan_requests(frame, "wf")
+    assert [r.json for r in requests] == EXPECTED_BODIES
+    assert type(requests[0].json["n"]) is int  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", ["polars", "arrow", "record-batch"])
+def test_plan_requests_takes_polars_and_arrow_directly_and_sends_them(name: str) -> None:
+    sim, client = make_sim()
+    requests = plan_requests(frames_of_other_libraries()[name], "echo")
+    for request in requests:
+        client.start_run("echo", **request.start_kwargs())
+    assert [body for _, body in sim.created_runs("echo")] == EXPECTED_BODIES
+
+
+def test_an_arrow_table_from_pandas_does_not_send_its_index() -> None:
+    table = pa.Table.from_pandas(pd.DataFrame({"a": [1, 2]}, index=["k1", "k2"]))
+    assert "__index_level_0__" in table.column_names
+    frame = px.rows.as_frame(table)
+    assert list(frame.columns) == ["a"]
+    assert isinstance(frame.index, pd.RangeIndex)
+
+
+def test_a_pandas_frame_is_used_as_is_and_other_objects_are_refused() -> None:
+    frame = pd.DataFrame({"a": [1]}, index=["key"])
+    assert px.rows.as_frame(frame) is frame
+    pl = pytest.importorskip("polars")
+    for bad, needle in (
+        (pl.DataFrame({"a": [1]}).lazy(), ".collect()"),
+        ([{"a": 1}], "got list"),
+        (pa.table({"a": [1], "b": [2]}).rename_columns(["a", "a"]), "duplicated column"),
+    ):
+        with pytest.raises(InvalidInputError, match=re.escape(needle)):
+            plan_requests(bad, "wf")
+
+
+def test_polars_is_never_imported_by_planning() -> None:
+    script = (
+        "import sys, pandas as pd\n"
+        "from plextera_data.rows import plan_requests, as_frame\n"
+        "plan_requests(pd.DataFrame({'a': [1]}), 'wf')\n"
+        "as_frame(pd.DataFrame({'a': [1]}))\n"
+        "assert 'polars' not in sys.modules, 'polars was imported'\n"
+        "print('OK')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "OK"

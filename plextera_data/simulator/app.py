@@ -27,7 +27,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from plextera_data.client import SIMULATOR_SPEED_HEADER as SPEED_HEADER
 from plextera_data.simulator.faults import Fault
 from plextera_data.simulator.files import (
     MultipartError,
@@ -79,6 +78,9 @@ _EVENT_TYPES = (
 )
 
 MALFORMED_FALLBACK = b'{"id": "abc", "status": '
+
+
+SPEED_HEADER = "X-Plextera-Simulator-Speed"  # interim until the simulator branch lands
 
 
 class ConnectionDroppedError(httpx.RemoteProtocolError):
