@@ -72,6 +72,7 @@ class PlanOptions:
     body: BodyFunction | None = None
     columns: Sequence[Any] | None = None
     files: Sequence[Any] | None = None
+    upload: Sequence[Any] | None = None
     sep: str = "."
     body_name: str | None = None
 
@@ -555,6 +556,7 @@ class Batch:
                 body=plan.body,
                 columns=plan.columns,
                 files=plan.files,
+                upload=plan.upload,
                 sep=plan.sep,
             )
             return dict(zip(frame.index.tolist(), planned, strict=True))

@@ -66,6 +66,13 @@ CREATE TABLE IF NOT EXISTS runs (
     final_json TEXT NOT NULL,
     recorded_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS uploads (
+    sha256 TEXT PRIMARY KEY,
+    file_id TEXT NOT NULL,
+    name TEXT,
+    size INTEGER,
+    uploaded_at TEXT NOT NULL
+);
 """
 
 #: One row per start: identified by its request's content (``fingerprint``) and ``occurrence``
@@ -409,6 +416,21 @@ class Journal:
                     _UPDATE_ROW + ", fingerprint = ?, occurrence = ? WHERE id = ?",
                     (*values, *identity, row_id),
                 )
+            self._dirty = True
+
+    def uploads(self) -> dict[str, str]:
+        """``sha256 -> file id`` of every file uploaded for this journal's batches."""
+        with self._lock:
+            return dict(self._conn.execute("SELECT sha256, file_id FROM uploads"))
+
+    def save_upload(self, sha256: str, file_id: str, name: str | None, size: int | None) -> None:
+        """Remember that content ``sha256`` was uploaded as ``file_id`` (not committed)."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO uploads (sha256, file_id, name, size, uploaded_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (sha256, file_id, name, size, dt.datetime.now(dt.UTC).isoformat()),
+            )
             self._dirty = True
 
     def save_final_run(self, batch_id: int, run_id: str, raw: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ the batch's shared :class:`~plextera_data.pacing.Pacer`, and tells the
 * any other failure whose run may exist (5xx, a timeout or a dropped connection after the
   request was sent) marks the row ``SUBMISSION_UNCERTAIN``, never re-sent by itself; a refusal
   (4xx) marks it ``SUBMISSION_FAILED``;
+* a row's files (``upload=``) are uploaded first, once per content (:mod:`plextera_data.uploads`);
 * a refusal that says no row can succeed (401, 403, or 404 on the workflow's start path) stops
   the submission after that answer: the rows not sent stay ``NOT_SUBMITTED`` and
   :attr:`Sender.refused` holds the answer.
@@ -45,6 +46,7 @@ from plextera_data.ledger import SUBMITTING, Ledger, RowState
 from plextera_data.pacing import Pacer
 from plextera_data.retry import is_retryable_for_post
 from plextera_data.rows import RowRequest
+from plextera_data.uploads import Uploader, UploadFailedError
 
 __all__ = ["INTERRUPT_GRACE", "Sender", "batch_wide"]
 
@@ -74,10 +76,18 @@ class Sender:
         self.pacer = pacer
         self.clock = clock
         self.workflow_id = workflow_id
+        self._uploader: Uploader | None = None
         #: True while :meth:`send` runs (the display says "submitting" then).
         self.active = False
         #: The answer that stopped the last :meth:`send` because no row could succeed.
         self.refused: APIStatusError | None = None
+
+    @property
+    def uploader(self) -> Uploader:
+        """Uploads the rows' files (``px.submit(..., upload=[...])``), once per content."""
+        if self._uploader is None:
+            self._uploader = Uploader(self.aclient, self.pacer, self.ledger.journal)
+        return self._uploader
 
     async def send(
         self, targets: Sequence[tuple[RowState, RowRequest]], *, workers: int | None = None
@@ -127,7 +137,14 @@ class Sender:
     async def _send_one(self, row: RowState, request: RowRequest) -> None:
         """Start one row's run, sending again while the policy allows and no run can exist."""
         request_id = new_request_id()
-        kwargs = request.start_kwargs()
+        file_ids = None
+        if request.uploads:
+            try:
+                file_ids = await self.uploader.file_ids(request)
+            except UploadFailedError as exc:
+                self.ledger.refuse(row, exc.cause, message=str(exc))
+                return
+        kwargs = request.start_kwargs(file_ids)
         while True:
             wait = await self._attempt(row, request, request_id, kwargs)
             if wait is None:

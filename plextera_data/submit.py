@@ -96,6 +96,7 @@ def _options(
         "index_names": [None if n is None else str(n) for n in frame.index.names],
         "columns": None if plan.columns is None else [str(c) for c in plan.columns],
         "files": [str(c) for c in plan.files or []],
+        "upload": [str(c) for c in plan.upload or []],
         "sep": plan.sep,
         "body": plan.body_name,
         "concurrency": concurrency,
@@ -111,6 +112,7 @@ def _prepare(
     body: BodyFunction | None,
     columns: Sequence[Any] | None,
     files: Sequence[Any] | None,
+    upload: Sequence[Any] | None,
     journal: str | os.PathLike[str] | Journal | None,
     concurrency: int,
     sep: str,
@@ -120,11 +122,14 @@ def _prepare(
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
     frame = as_frame(frame)
-    requests = plan_requests(frame, workflow_id, body=body, columns=columns, files=files, sep=sep)
+    requests = plan_requests(
+        frame, workflow_id, body=body, columns=columns, files=files, upload=upload, sep=sep
+    )
     plan = PlanOptions(
         body=body,
         columns=columns,
         files=files,
+        upload=upload,
         sep=sep,
         body_name=None if body is None else getattr(body, "__qualname__", repr(body)),
     )
@@ -244,6 +249,7 @@ async def submit_async(
     body: BodyFunction | None = None,
     columns: Sequence[Any] | None = None,
     files: Sequence[Any] | None = None,
+    upload: Sequence[Any] | None = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     concurrency: int = 16,
     progress: Any = True,
@@ -259,6 +265,7 @@ async def submit_async(
         body=body,
         columns=columns,
         files=files,
+        upload=upload,
         journal=journal,
         concurrency=concurrency,
         sep=sep,
@@ -280,6 +287,7 @@ def submit(
     body: BodyFunction | None = None,
     columns: Sequence[Any] | None = None,
     files: Sequence[Any] | None = None,
+    upload: Sequence[Any] | None = None,
     journal: str | os.PathLike[str] | Journal | None = None,
     concurrency: int = 16,
     progress: Any = True,
@@ -294,6 +302,9 @@ def submit(
 
     ``body(row)`` builds a row's JSON body instead of the default mapping; ``columns`` selects
     the columns sent; ``files`` names columns of paths/bytes/file objects (multipart starts);
+    ``upload`` names columns of paths/bytes/file objects uploaded through the File Service
+    (``POST /files``, once per content, remembered by the journal) and sent as
+    ``{"fileId": id}`` in the JSON body;
     ``sep`` nests dotted column names. ``journal`` (a path) records every start in SQLite:
     calling ``submit`` again with the same journal sends only the rows not yet started (a row
     is recognised by its request's content, under whatever key and in whatever order), and
@@ -316,6 +327,7 @@ def submit(
         body=body,
         columns=columns,
         files=files,
+        upload=upload,
         journal=journal,
         concurrency=concurrency,
         sep=sep,
@@ -360,6 +372,7 @@ def resume(path: str | os.PathLike[str], *, client: Client | AsyncClient | None 
     plan = PlanOptions(
         columns=options.get("columns"),
         files=options.get("files") or None,
+        upload=options.get("upload") or None,
         sep=options.get("sep", "."),
         body_name=options.get("body"),
     )

@@ -239,6 +239,7 @@ def test_interrupt_message_says_how_to_go_on(tmp_path: Path) -> None:
         body=None,
         columns=None,
         files=None,
+        upload=None,
         journal=tmp_path / "labs.plextera.db",
         concurrency=4,
         sep=".",
