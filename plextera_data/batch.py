@@ -26,6 +26,8 @@ from plextera_data import errors
 from plextera_data._loop import run_sync
 from plextera_data.client import AsyncClient, Client
 from plextera_data.clock import ApiClock
+from plextera_data.events import EventStore
+from plextera_data.events_feed import EventFeed, EventSource
 from plextera_data.flatten import flatten, results
 from plextera_data.journal import Journal
 from plextera_data.ledger import (
@@ -112,6 +114,8 @@ class Batch:
         self._watch_task: asyncio.Task[Any] | None = None
         #: What the last :meth:`reconcile` found and did (``None``: never reconciled).
         self.reconciliation: Reconciliation | None = None
+        #: The events feed of the last wait with ``events=`` (its ``finished``/``fetched``).
+        self.events_feed: EventFeed | None = None
         self._call_started = time.monotonic()
 
     # ------------------------------------------------------------------ what it holds
@@ -214,26 +218,42 @@ class Batch:
         settings: PollSettings,
         timeout: float | None,  # noqa: ASYNC109 - enforced as the scheduler's deadline
         submission: asyncio.Future[Any] | None = None,
+        events: Any = None,
     ) -> bool:
-        """Poll until every run is terminal (and ``submission`` is done); False on timeout."""
+        """Poll until every run is terminal (and ``submission`` is done); False on timeout.
+        ``events``: an event store whose terminal events finish runs without a GET."""
         scheduler = Scheduler(self.ledger, self.aclient, self.pacer, self.clock, settings)
         self._scheduler = scheduler
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        feed_task: asyncio.Task[None] | None = None
+        if events is not None:
+            feed = EventFeed(_event_source(events), self.ledger, scheduler)
+            self.events_feed = feed
+            feed.read()  # what already arrived: those runs need no poll at all
+            scheduler.slack = settings.event_grace
+            feed_task = loop.create_task(feed.run())
         try:
             return await scheduler.run(deadline=deadline, submission=submission)
         finally:
+            if feed_task is not None:
+                feed_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feed_task
             self.ledger.commit_quietly()
             if self._scheduler is scheduler:
                 self._scheduler = None
 
     async def _send_and_poll(
-        self, targets: Sequence[tuple[RowState, RowRequest]], settings: PollSettings
+        self,
+        targets: Sequence[tuple[RowState, RowRequest]],
+        settings: PollSettings,
+        events: Any = None,
     ) -> bool:
         """Submit ``targets`` while polling the runs already accepted."""
         task = asyncio.ensure_future(self._sender.send(targets))
         try:
-            finished = await self._poll(settings, None, submission=task)
+            finished = await self._poll(settings, None, submission=task, events=events)
         except BaseException:
             if not task.done():
                 task.cancel()
@@ -250,14 +270,16 @@ class Batch:
         progress: Any = True,
         wait: bool = False,
         reconcile: bool = False,
+        events: Any = None,
     ) -> Batch:
         """Send ``targets`` (rows of this batch and their planned requests) under one display;
-        with ``wait=True`` also poll until every run is terminal; with ``reconcile=True``,
-        reconcile the uncertain starts at the end of submission. Used by ``px.submit``."""
+        with ``wait=True`` also poll until every run is terminal (``events``: see
+        :meth:`wait`); with ``reconcile=True``, reconcile the uncertain starts at the end of
+        submission. Used by ``px.submit``."""
         if wait:
             await self._displayed(
                 progress,
-                self._send_and_poll(targets, PollSettings()),
+                self._send_and_poll(targets, PollSettings(), events),
                 ended=lambda finished: "stopped" if self._sender.refused else "done",
             )
         else:
@@ -307,13 +329,14 @@ class Batch:
         timeout: float | None = None,  # noqa: ASYNC109 - the public contract, enforced in _poll
         progress: Any = True,
         raise_on_failure: bool = False,
+        events: Any = None,
         **limits: Any,
     ) -> Batch:
         """Async twin of :meth:`wait`."""
         settings = PollSettings.from_limits(dict(limits))
         finished = await self._displayed(
             progress,
-            self._poll(settings, timeout),
+            self._poll(settings, timeout, events=events),
             ended=lambda done: "done" if done else "stopped",
         )
         if not finished:
@@ -334,21 +357,30 @@ class Batch:
         timeout: float | None = None,
         progress: Any = True,
         raise_on_failure: bool = False,
+        events: Any = None,
         **limits: Any,
     ) -> Batch:
         """Block until every run is terminal (or ``timeout`` seconds pass).
 
         Raises :class:`~plextera_data.errors.BatchTimeoutError` on timeout (call ``wait`` again
         to go on), :class:`~plextera_data.errors.RunFailedError` with ``raise_on_failure=True``
-        if runs ended FAILED or CLOSED. ``limits``: :class:`~plextera_data.poll.PollSettings`
-        fields for this call only (``max_in_flight=8``, ``max_interval=10``, ...). Works in a
-        Jupyter cell. Ctrl-C stops cleanly: everything recorded so far stays, and the message
-        says how to resume.
+        if runs ended FAILED or CLOSED. ``events``: an
+        :class:`~plextera_data.events.EventStore` (or its path) that a receiver fills: a run
+        whose terminal event is stored finishes without another GET, the others are still
+        polled, later (see :mod:`plextera_data.events_feed`). ``limits``:
+        :class:`~plextera_data.poll.PollSettings` fields for this call only
+        (``max_in_flight=8``, ``max_interval=10``, ...). Works in a Jupyter cell. Ctrl-C stops
+        cleanly: everything recorded so far stays, and the message says how to resume.
 
             batch.wait(timeout=600, max_in_flight=8)
+            batch.wait(events=px.events.EventStore("events.db"))
         """
         coro = self.wait_async(
-            timeout=timeout, progress=progress, raise_on_failure=raise_on_failure, **limits
+            timeout=timeout,
+            progress=progress,
+            raise_on_failure=raise_on_failure,
+            events=events,
+            **limits,
         )
         try:
             return run_sync(coro)
@@ -372,19 +404,22 @@ class Batch:
             self._scheduler = None
         self.ledger.commit_quietly()
 
-    def watch(self, progress: Any = True, **limits: Any) -> Batch:
+    def watch(self, progress: Any = True, events: Any = None, **limits: Any) -> Batch:
         """Poll in the background and return at once (in a notebook, on the kernel's loop).
 
         ``batch.status`` and ``batch.tables()`` show partial results meanwhile;
-        :meth:`stop` cancels. Outside a running event loop this is :meth:`wait`.
+        :meth:`stop` cancels. ``events`` as in :meth:`wait`. Outside a running event loop this
+        is :meth:`wait`.
         """
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return self.wait(progress=progress, **limits)
+            return self.wait(progress=progress, events=events, **limits)
         if self._watch_task is not None and not self._watch_task.done():
             return self  # already watching
-        self._watch_task = loop.create_task(self.wait_async(progress=progress, **limits))
+        self._watch_task = loop.create_task(
+            self.wait_async(progress=progress, events=events, **limits)
+        )
         self._watch_task.add_done_callback(_watch_ended)
         return self
 
@@ -603,6 +638,14 @@ class Batch:
             f"<table><thead><tr><th>status</th><th>rows</th></tr></thead>"
             f"<tbody>{cells}</tbody></table></div>"
         )
+
+
+def _event_source(events: Any) -> EventSource:
+    """An event store, or its path (opened here)."""
+    if hasattr(events, "read_since"):
+        source: EventSource = events
+        return source
+    return EventStore(events)
 
 
 def _watch_ended(task: asyncio.Task[Any]) -> None:

@@ -147,6 +147,7 @@ class Ledger:
         self._grouped: dict[int, tuple[str, str | None]] = {}  # position -> its group
         self._failing_polls: set[int] = set()  # positions
         self._by_key: dict[Any, RowState] | None = None
+        self._by_run: dict[str, RowState] | None = None
         #: Rows accepted by the API, in the order they were (see :meth:`accepted_since`).
         self._accepted: list[RowState] = []
         self._occurrences: Counter[str] = Counter()  # fingerprint -> next free occurrence
@@ -167,6 +168,16 @@ class Ledger:
             return self._by_key[key]
         except KeyError:
             raise KeyError(f"No row with key {key!r} in this batch") from None
+
+    def row_for_run(self, run_id: str) -> RowState | None:
+        """The row whose run is ``run_id``, if any."""
+        if self._by_run is None:
+            self._by_run = {r.run_id: r for r in self.rows if r.run_id is not None}
+        return self._by_run.get(run_id)
+
+    def _index_run(self, row: RowState) -> None:
+        if self._by_run is not None and row.run_id is not None:
+            self._by_run[row.run_id] = row
 
     @property
     def counts(self) -> dict[str, int]:
@@ -313,10 +324,13 @@ class Ledger:
         row.submitted_at = run.created_at or received_at
         self._set(row, run.status or "PROCESSING", error=None, code=None)
         self._accepted.append(row)
+        self._index_run(row)
         self._save_soon(row)
 
     def reset_for_resend(self, row: RowState) -> None:
         """Forget ``row``'s run (if any) so that it can be sent again (``batch.resubmit``)."""
+        if self._by_run is not None and row.run_id is not None:
+            self._by_run.pop(row.run_id, None)
         row.run_id = None
         row.run = None
         row.submitted_at = None
@@ -334,6 +348,7 @@ class Ledger:
         row.submitted_at = run.created_at
         self._set(row, run.status or "PROCESSING", error=None, code=None)
         self._accepted.append(row)
+        self._index_run(row)
         self.record_run(row, run, force_save=True)
 
     def _next_occurrence(self, fingerprint: str) -> int:

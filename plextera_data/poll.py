@@ -87,7 +87,9 @@ class PollSettings:
     (the default): ``1 / client.clock_rate``. ``max_in_flight`` and ``max_per_second`` cap this
     call's GETs (on top of the batch's pacer; a later call is not affected).
     ``slow_after_failures`` and ``max_retry_after`` are deprecated: the client's
-    :class:`~plextera_data.retry.RetryPolicy` decides them.
+    :class:`~plextera_data.retry.RetryPolicy` decides them. ``event_grace``: with events
+    (``wait(events=...)``), run seconds every poll waits past its planned time, so that a run's
+    own event finishes it first (a missed event costs that delay, never the run).
     """
 
     min_interval: float = 2.0
@@ -104,6 +106,7 @@ class PollSettings:
     max_in_flight: int | None = None
     max_per_second: float | None = None
     seed: int | None = None
+    event_grace: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 < self.min_interval <= self.max_interval:
@@ -338,6 +341,9 @@ class Scheduler:
         self._stopped = False
         self._main: asyncio.Task[Any] | None = None
         self._next_send = 0.0  # for this call's max_per_second
+        #: Run seconds added to every planned poll: with events, a run's own event should
+        #: finish it before the poll is due (``PollSettings.event_grace``).
+        self.slack = 0.0
         self.gets = 0
 
     @property
@@ -365,9 +371,33 @@ class Scheduler:
         return seconds * (1.0 + j * (2.0 * self._rng.random() - 1.0)) if j else seconds
 
     def _push(self, row: RowState, delay_run_seconds: float) -> None:
-        due = self._clock() + self._client_seconds(max(0.0, delay_run_seconds))
+        delay = max(0.0, delay_run_seconds) + self.slack
+        due = self._clock() + self._client_seconds(delay)
         self._seq += 1
         heapq.heappush(self._heap, (due, self._seq, row.position))
+        self._wakeup.set()
+
+    # ------------------------------------------------------------------ events
+
+    def poll_now(self, row: RowState) -> None:
+        """Poll ``row``'s run at once (an event said it ended, without what the tables need)."""
+        if row.position not in self._rows:
+            return
+        self._deferred.discard(row.position)
+        self._seq += 1
+        heapq.heappush(self._heap, (self._clock(), self._seq, row.position))
+        self._wakeup.set()
+
+    def forget(self, row: RowState, run: Run | None = None) -> None:
+        """Stop polling ``row``: its run ended, as ``run`` (from an event) shows; the batch
+        learns its duration as if a poll had seen it."""
+        plan = self._plans.pop(row.position, None)
+        self._rows.pop(row.position, None)
+        self._deferred.discard(row.position)
+        if plan is not None:
+            if run is not None and is_terminal(run.status):
+                self.model.learn(plan, run)
+            self.model.observe(plan, None)
         self._wakeup.set()
 
     # ------------------------------------------------------------------ rows
@@ -569,7 +599,7 @@ class Scheduler:
                 if submitting and now >= next_scan:
                     self.pick_up()
                     next_scan = now + 0.1
-                if not self._heap and not self._tasks:
+                if not self._rows and not self._tasks:
                     if submitting:
                         assert submission is not None
                         await asyncio.wait({submission}, timeout=0.1)
