@@ -6,16 +6,21 @@ Starlette's form parser drops the content type of parts that are not files, so a
 
 from __future__ import annotations
 
+import csv
+import functools
+import io
 import mimetypes
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
+from types import MappingProxyType
 from typing import Any
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from plextera_data.simulator.clock import format_time
+from plextera_data.simulator.clock import DEFAULT_EPOCH, format_time
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -26,6 +31,7 @@ __all__ = [
     "detect_mime_type",
     "is_executable",
     "read_multipart",
+    "sample_files",
 ]
 
 #: The vendor's upload limit, 50 MB (taken as 50 MiB).
@@ -208,3 +214,25 @@ async def read_multipart(
     if not finished[0]:
         raise MultipartError("the multipart body ends before its closing boundary")
     return parts
+
+
+#: Where the sample workspace's documents live, inside the package.
+SAMPLE_FILES_DIR = "workspace-files"
+
+
+@functools.cache
+def sample_files() -> Mapping[str, StoredFile]:
+    """The files of the sample workspace, by id: the documents ``plextera_data/data/claims.csv``
+    refers to in its ``document.fileId`` column, listed in ``workspace-files/manifest.csv``.
+
+    Read once per process; the mapping is read-only and shared by every simulator.
+    """
+    folder = resources.files("plextera_data").joinpath("data", SAMPLE_FILES_DIR)
+    manifest = folder.joinpath("manifest.csv")
+    if not manifest.is_file():
+        return MappingProxyType({})
+    files: dict[str, StoredFile] = {}
+    for row in csv.DictReader(io.StringIO(manifest.read_text(encoding="utf-8"))):
+        data = folder.joinpath(row["path"]).read_bytes()
+        files[row["id"]] = StoredFile(row["id"], row["name"], row["mimeType"], data, DEFAULT_EPOCH)
+    return MappingProxyType(files)

@@ -34,12 +34,13 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from plextera_data.simulator.clock import format_time
+from plextera_data.simulator.files import StoredFile
 from plextera_data.simulator.ids import hex_id
 from plextera_data.simulator.workflows import Workflow
 
@@ -223,9 +224,15 @@ class Planner:
     (times are relative to ``created_at``). Keys come from :func:`plan_key`.
     """
 
-    def __init__(self, seed: int | str, workflows: Mapping[str, Workflow]) -> None:
+    def __init__(
+        self,
+        seed: int | str,
+        workflows: Mapping[str, Workflow],
+        find_file: Callable[[str], StoredFile | None] | None = None,
+    ) -> None:
         self.seed = seed
         self.workflows = workflows
+        self.find_file = find_file or (lambda file_id: None)
 
     def plan(
         self,
