@@ -492,6 +492,40 @@ def test_accounting_counts_gets_and_gets_after_terminal(
     assert sim.stats.request_ids == ["mine-1", "mine-2"]
 
 
+def test_accounting_per_kind_and_runs_per_input(sim: Simulator, client: httpx.Client) -> None:
+    first = start(client, "daily-lab-loader", {"row": 1, "x": [1, 2]})
+    start(client, "daily-lab-loader", {"row": 2})
+    assert not sim.stats.started_twice
+    twice = start(client, "daily-lab-loader", {"x": [1, 2], "row": 1})  # same input again
+    client.get(f"/workflow-runs/{first}")
+    client.get("/workflow-runs/nope")
+    client.post("/files", files={"file": ("a.txt", b"a")})
+    client.get("/no/such/path")
+    client.put("/workflow-runs")
+    assert twice != first
+    [(key, count)] = sim.stats.started_twice.items()
+    assert key[0] == "daily-lab-loader"
+    assert count == 2
+    assert sum(sim.stats.runs_per_input.values()) == sim.stats.total_posts == 3
+    assert sim.stats.by_kind == {
+        "start": 3,
+        "get_run": 2,
+        "upload_file": 1,
+        "not_found": 1,
+        "method_not_allowed": 1,
+    }
+    assert sim.stats.answers == {
+        ("start", 202): 3,
+        ("get_run", 200): 1,
+        ("get_run", 404): 1,
+        ("upload_file", 201): 1,
+        ("not_found", 404): 1,
+        ("method_not_allowed", 405): 1,
+    }
+    sim.stats.reset()
+    assert (sim.stats.requests, sim.stats.by_kind, sim.stats.started_twice) == (0, {}, {})
+
+
 # --------------------------------------------------------------------------- errors, auth, paths
 
 
