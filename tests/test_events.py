@@ -177,7 +177,8 @@ def test_simulator_completed_event_is_signed_and_carries_the_full_run() -> None:
 
 def test_simulator_failed_event_follows_the_vendor_example_shape() -> None:
     sim = Simulator(seed=4, speed=None)
-    run_id = sim.start_run("incoming-claim", {"state": "ZZ", "document": {"fileId": "f"}})
+    document = {"fileId": next(iter(sim.sample_files))}  # a file the workspace holds
+    run_id = sim.start_run("incoming-claim", {"state": "ZZ", "document": document})
     closed = sim.start_run("daily-lab-loader", {"simulate": {"close": True}})
     sim.clock.advance(600)
     headers, body = sim.event_for(run_id, SECRET)  # signed at wall time: default checks pass

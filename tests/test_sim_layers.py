@@ -19,7 +19,7 @@ LAYERS = {
     "ids": set(),
     "faults": set(),
     "stats": set(),
-    "workflows": set(),
+    "workflows": {"files"},
     "files": {"clock"},
     "runs": {"clock", "ids", "files", "workflows"},
     "state": {"clock", "ids", "faults", "files", "stats", "workflows", "runs"},

@@ -275,10 +275,19 @@ def test_bad_start_bodies_are_rejected_without_creating_a_run(
 # --------------------------------------------------------------------------- run lifecycle
 
 
+def upload(
+    client: httpx.Client, text: str = "Claim: c1\nState: CT\nAmount claimed: USD 12.50"
+) -> str:
+    """Upload a claim form as a text file; its File Service id."""
+    answer = client.post("/files", files={"file": ("claim.txt", text.encode(), "text/plain")})
+    assert answer.status_code == 201, answer.text
+    file_id: str = answer.json()["id"]
+    return file_id
+
+
 def test_run_moves_from_queued_steps_to_completed(sim: Simulator, client: httpx.Client) -> None:
-    run_id = start(
-        client, "incoming-claim", {"claimId": "c1", "state": "CT", "document": {"fileId": "file_1"}}
-    )
+    document = {"fileId": upload(client)}
+    run_id = start(client, "incoming-claim", {"claimId": "c1", "state": "CT", "document": document})
     record = sim.runs[run_id]
     first, second = record.steps
 
@@ -331,7 +340,9 @@ def test_run_moves_from_queued_steps_to_completed(sim: Simulator, client: httpx.
 def test_failed_run_has_error_failed_step_message_and_lists_executed_steps(
     sim: Simulator, client: httpx.Client
 ) -> None:
-    bad_state = start(client, "incoming-claim", {"state": "ZZ", "document": {"fileId": "f"}})
+    bad_state = start(
+        client, "incoming-claim", {"state": "ZZ", "document": {"fileId": upload(client)}}
+    )
     no_document = start(client, "incoming-claim", {"state": "CT"})
     sim.clock.advance(3600)
 
@@ -357,17 +368,18 @@ def test_failed_run_has_error_failed_step_message_and_lists_executed_steps(
 def test_input_flags_force_failure_closing_and_duration(
     sim: Simulator, client: httpx.Client
 ) -> None:
+    document = {"fileId": upload(client)}
     failed = start(client, "daily-lab-loader", {"simulate": {"fail": True, "failMessage": "boom"}})
     closed = start(
         client,
         "incoming-claim",
-        {"state": "CT", "document": {"fileId": "f"}, "simulate": {"close": True}},
+        {"state": "CT", "document": document, "simulate": {"close": True}},
     )
     timed = start(client, "variable-duration", {"durationSeconds": 42})
     scaled = start(
         client,
         "incoming-claim",
-        {"state": "CT", "document": {"fileId": "f"}, "simulate": {"durationSeconds": 10}},
+        {"state": "CT", "document": document, "simulate": {"durationSeconds": 10}},
     )
     sim.clock.advance(41)
     assert client.get(f"/workflow-runs/{timed}").json()["status"] == "PROCESSING"
@@ -705,7 +717,7 @@ _ORDER_INPUTS: list[tuple[str, str, dict[str, Any] | None, dict[str, str], dict[
         "incoming-claim",
         None,
         {"claimId": "a", "state": "NY"},
-        {"document": b"%PDF-a" * 9000},
+        {"document": b"Claim: a\nState: NY\nAmount claimed: USD 1,250.00\n" + b"." * 50_000},
     ),
     (
         "claim-b",
@@ -756,7 +768,7 @@ async def _outcomes_by_input(
             if body is not None:
                 response = await http.post(url, json=body)
             else:
-                parts = {name: (f"{name}.pdf", data) for name, data in uploads.items()}
+                parts = {n: (f"{n}.txt", data, "text/plain") for n, data in uploads.items()}
                 response = await http.post(url, data=fields, files=parts)
             assert response.status_code == 202, response.text
             run_id = response.json()["id"]

@@ -10,6 +10,8 @@ import csv
 import functools
 import io
 import mimetypes
+import re
+import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,27 +25,56 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from plextera_data.simulator.clock import DEFAULT_EPOCH, format_time
 
 __all__ = [
+    "EXECUTABLE_SUFFIXES",
+    "EXECUTABLE_TYPES",
     "MAX_FILE_BYTES",
+    "Document",
     "MultipartError",
     "Part",
     "PayloadTooLargeError",
     "StoredFile",
     "detect_mime_type",
+    "document_text",
+    "file_reference",
     "is_executable",
     "read_multipart",
     "sample_files",
 ]
 
-#: The vendor's upload limit, 50 MB (taken as 50 MiB).
-MAX_FILE_BYTES = 50 * 1024 * 1024
+#: The vendor's upload limit, 50 MB, read strictly as 50,000,000 bytes: a client that keeps under
+#: it here keeps under it on the real service, whichever megabyte the vendor means.
+MAX_FILE_BYTES = 50_000_000
 
-_EXECUTABLE_SUFFIXES = (".exe", ".dll", ".bat", ".cmd", ".com", ".msi", ".sh", ".ps1", ".vbs")
-_EXECUTABLE_TYPES = (
+#: Names and media types of executables and scripts, which the vendor's File Service rejects.
+EXECUTABLE_SUFFIXES = (
+    ".exe", ".dll", ".so", ".dylib", ".com", ".scr", ".msi", ".apk", ".jar", ".app",
+    ".bat", ".cmd", ".sh", ".bash", ".zsh", ".ps1", ".psm1", ".vbs", ".vbe", ".wsf",
+    ".js", ".mjs", ".py", ".pyc", ".pl", ".rb", ".php",
+)  # fmt: skip
+EXECUTABLE_TYPES = (
     "application/x-msdownload",
     "application/x-msdos-program",
-    "application/x-sh",
     "application/x-executable",
+    "application/x-mach-binary",
+    "application/x-sharedlib",
+    "application/java-archive",
+    "application/vnd.android.package-archive",
+    "application/x-sh",
+    "application/x-shellscript",
+    "application/x-bat",
+    "application/javascript",
+    "text/javascript",
+    "text/x-python",
+    "application/x-python-code",
+    "application/x-perl",
+    "application/x-ruby",
+    "application/x-httpd-php",
 )
+#: Leading bytes of executables (PE, ELF, Mach-O, Java class / fat Mach-O) and scripts (``#!``).
+EXECUTABLE_MAGIC = (
+    b"MZ", b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xcf\xfa\xed\xfe",
+    b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"#!",
+)  # fmt: skip
 
 
 class MultipartError(ValueError):
@@ -101,6 +132,101 @@ class StoredFile:
         return {**self.node(), "createdAt": format_time(self.created_at)}
 
 
+_STREAM = re.compile(
+    rb"<<(?P<dict>(?:(?!>>\s*stream).)*)>>\s*stream\r?\n(?P<data>.*?)\r?\nendstream", re.S
+)
+_TEXT_SHOW = re.compile(
+    rb"\((?P<text>(?:[^\\()]|\\.)*)\)\s*(?:Tj|')|\[(?P<array>[^\]]*)\]\s*TJ", re.S
+)
+_STRING = re.compile(rb"\((?P<text>(?:[^\\()]|\\.)*)\)", re.S)
+_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
+_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+_FIELD = re.compile(r"^\s*(?P<key>[^:\n]{1,60}?)\s*:\s*(?P<value>.*?)\s*$", re.M)
+
+
+def _pdf_string(raw: bytes) -> str:
+    """A PDF literal string's bytes, escapes resolved, as text (PDFDocEncoding ~ Latin-1)."""
+    out = re.sub(
+        rb"\\([nrtbf()\\]|[0-7]{1,3})",
+        lambda m: _ESCAPES.get(m[1], bytes([int(m[1], 8) & 0xFF]) if m[1].isdigit() else m[1]),
+        raw,
+    )
+    return out.decode("latin-1")
+
+
+def _pdf_text(data: bytes) -> str | None:
+    """The text shown by a PDF's content streams (plain or Flate), one line per text operator;
+    ``None`` when it shows none (a scan without a text layer)."""
+    lines: list[str] = []
+    for stream in _STREAM.finditer(data):
+        content = stream["data"]
+        if b"/FlateDecode" in stream["dict"]:
+            try:
+                content = zlib.decompress(content)
+            except zlib.error:
+                continue
+        for shown in _TEXT_SHOW.finditer(content):
+            if shown["text"] is not None:
+                lines.append(_pdf_string(shown["text"]))
+            else:
+                lines.append(
+                    "".join(_pdf_string(m["text"]) for m in _STRING.finditer(shown["array"]))
+                )
+    return "\n".join(lines) if lines else None
+
+
+def document_text(stored: StoredFile) -> str | None:
+    """What a document says, as text: a PDF's text layer, or a text file's content; ``None``
+    when nothing can be read (images, scans, binary formats)."""
+    if stored.mime_type == "application/pdf":
+        return _pdf_text(stored.data)
+    if stored.mime_type.startswith("text/") or stored.mime_type in ("application/json",):
+        try:
+            return stored.data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+def file_reference(value: Any) -> str | None:
+    """The id of the file a document value in a run's input refers to: ``{"fileId": id}`` (a
+    JSON start), or the first node of a file-node array (a multipart start); else ``None``."""
+    if isinstance(value, list) and value:
+        value = value[0]
+    if isinstance(value, Mapping):
+        file_id = value.get("fileId", value.get("id"))
+        if isinstance(file_id, str) and file_id:
+            return file_id
+    return None
+
+
+@dataclass(frozen=True)
+class Document:
+    """A stored file opened by a workflow step: the file, its text (if any) and its pages."""
+
+    file: StoredFile
+    text: str | None
+
+    @classmethod
+    def open(cls, stored: StoredFile) -> Document:
+        return cls(stored, document_text(stored))
+
+    @property
+    def page_count(self) -> int:
+        """Pages of a PDF (1 for anything else, and for a PDF whose pages cannot be counted)."""
+        if self.file.mime_type != "application/pdf":
+            return 1
+        return max(1, len(_PAGE.findall(self.file.data)))
+
+    def fields(self) -> dict[str, str]:
+        """``Label: value`` lines of the text, by label (the first of each), e.g.
+        ``{"Claim": "claim-0001", "Amount claimed": "USD 1436.86"}``."""
+        found: dict[str, str] = {}
+        for match in _FIELD.finditer(self.text or ""):
+            found.setdefault(match["key"], match["value"])
+        return found
+
+
 def detect_mime_type(filename: str | None, declared: str | None, data: bytes) -> str:
     """The media type: sniffed for common formats, else declared, else guessed from the name."""
     if data.startswith(b"%PDF"):
@@ -119,9 +245,9 @@ def is_executable(filename: str | None, mime_type: str, data: bytes) -> bool:
     """True for executables and scripts, which the vendor's File Service rejects."""
     name = (filename or "").lower()
     return (
-        name.endswith(_EXECUTABLE_SUFFIXES)
-        or mime_type in _EXECUTABLE_TYPES
-        or data.startswith((b"MZ", b"\x7fELF", b"#!"))
+        name.endswith(EXECUTABLE_SUFFIXES)
+        or mime_type.lower() in EXECUTABLE_TYPES
+        or data.startswith(EXECUTABLE_MAGIC)
     )
 
 
