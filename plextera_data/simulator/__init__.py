@@ -29,6 +29,7 @@ from plextera_data.simulator.app import (
 )
 from plextera_data.simulator.clock import DEFAULT_EPOCH, SimClock
 from plextera_data.simulator.core import Simulator
+from plextera_data.simulator.delivery import DeliveryAttempt, DeliveryOptions, EventDeliveries
 from plextera_data.simulator.faults import FAULT_KINDS, Fault, parse_faults
 from plextera_data.simulator.runs import RunRecord, StepPlan
 from plextera_data.simulator.server import SimulatorServer
@@ -43,6 +44,9 @@ __all__ = [
     "FAULT_KINDS",
     "SPEED_HEADER",
     "ConnectionDroppedError",
+    "DeliveryAttempt",
+    "DeliveryOptions",
+    "EventDeliveries",
     "Fault",
     "NestedSpec",
     "RunRecord",

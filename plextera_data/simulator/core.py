@@ -6,13 +6,19 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import httpx
 
 from plextera_data.simulator.app import API_PREFIX, ConnectionDroppedError, SimulatorApp
 from plextera_data.simulator.clock import SimClock
-from plextera_data.simulator.delivery import delivery_headers, run_event
+from plextera_data.simulator.delivery import (
+    DeliveryOptions,
+    EventDeliveries,
+    delivery_headers,
+    run_event,
+)
 from plextera_data.simulator.faults import Fault
 from plextera_data.simulator.files import MAX_FILE_BYTES
 from plextera_data.simulator.ids import ulid_like
@@ -46,7 +52,11 @@ class Simulator(SimulatorState):
     ``workflows``: the workflows to offer (default: the built-in ones). ``faults``: faults to
     inject (see :class:`Fault`). ``max_file_bytes``: the upload limit (the vendor's 50 MB).
     ``with_sample_files``: start with the documents the shipped sample data refers to in the
-    File Service (see ``plextera_data/data/README.md``).
+    File Service (see ``plextera_data/data/README.md``). ``deliveries``: how events are
+    delivered to subscriptions, with which faults (:class:`DeliveryOptions`);
+    ``delivery_transport``: an httpx transport to deliver through (for example
+    ``httpx.ASGITransport(app=px.events.receiver(...))``: in-process, no socket).
+    ``close()`` (or a ``with`` block) stops the deliveries' thread.
 
         sim = Simulator(seed=0, speed=None)
         client = px.Client(**sim.client_options())      # in-process, no socket
@@ -66,6 +76,8 @@ class Simulator(SimulatorState):
         clock: SimClock | None = None,
         max_file_bytes: int = MAX_FILE_BYTES,
         with_sample_files: bool = True,
+        deliveries: DeliveryOptions | None = None,
+        delivery_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(
             seed,
@@ -78,7 +90,24 @@ class Simulator(SimulatorState):
             with_sample_files=with_sample_files,
         )
         self.app = SimulatorApp(self)
+        #: Event deliveries to the subscriptions: ``.log``, ``.options``, ``.wait_idle()``.
+        self.deliveries = EventDeliveries(self, deliveries, delivery_transport)
         self._event_deliveries = itertools.count(1)
+
+    def close(self) -> None:
+        """Stop delivering events (a served port is stopped by its own ``stop()``)."""
+        self.deliveries.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ ways in
 

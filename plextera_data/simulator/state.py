@@ -117,6 +117,7 @@ class SimulatorState:
         }
         self._terminal_answered: set[str] = set()
         self._run_listeners: list[Callable[[RunRecord], None]] = []
+        self._subscription_listeners: list[Callable[[Subscription], None]] = []
         self._lock = threading.RLock()
         self._counters = {"request": 0, "file": 0, "subscription": 0}
 
@@ -148,6 +149,10 @@ class SimulatorState:
         """Call ``listener(record)`` after each top-level run is created (any thread)."""
         self._run_listeners.append(listener)
 
+    def on_subscription(self, listener: Callable[[Subscription], None]) -> None:
+        """Call ``listener(subscription)`` after each subscription is created (any thread)."""
+        self._subscription_listeners.append(listener)
+
     # ------------------------------------------------------------------ looking at runs
 
     def start_run(self, workflow_id: str, run_input: Mapping[str, Any] | None = None) -> str:
@@ -161,7 +166,7 @@ class SimulatorState:
         """``(run_id, input)`` of each top-level run created, in order of creation."""
         return [
             (record.id, record.input)
-            for record in self._top_level_records()
+            for record in self.top_level_records()
             if workflow_id is None or record.workflow_id == workflow_id
         ]
 
@@ -215,7 +220,8 @@ class SimulatorState:
         ]
         return RunPage(matching[(page - 1) * size : page * size], len(matching))
 
-    def _top_level_records(self) -> list[RunRecord]:
+    def top_level_records(self) -> list[RunRecord]:
+        """Every top-level run, in order of creation."""
         with self._lock:
             return [self.runs[run_id] for run_id in self._top_level]
 
@@ -298,6 +304,8 @@ class SimulatorState:
             sub_id = "sub_" + ulid_like(self.seed, "subscription", self._counters["subscription"])
             sub = Subscription(sub_id, endpoint_url, event_types, secret, filters, self.clock.now())
             self.subscriptions[sub_id] = sub
+        for listener in list(self._subscription_listeners):
+            listener(sub)
         return sub
 
     def delete_subscription(self, subscription_id: str) -> bool:
