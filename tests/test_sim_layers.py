@@ -26,7 +26,7 @@ LAYERS = {
     "app": {"faults", "files", "state"},
     "delivery": {"clock", "ids", "runs", "state", "stats"},
     "server": {"app", "state"},
-    "core": {"app", "clock", "delivery", "faults", "files", "ids", "server", "state", "workflows"},
+    "core": {"app", "delivery", "ids", "server", "state"},
 }
 
 

@@ -5,26 +5,20 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Sequence
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
 
 from plextera_data.simulator.app import API_PREFIX, ConnectionDroppedError, SimulatorApp
-from plextera_data.simulator.clock import SimClock
 from plextera_data.simulator.delivery import (
     DeliveryOptions,
     EventDeliveries,
     delivery_headers,
     run_event,
 )
-from plextera_data.simulator.faults import Fault
-from plextera_data.simulator.files import MAX_FILE_BYTES
 from plextera_data.simulator.ids import ulid_like
 from plextera_data.simulator.server import SimulatorServer
 from plextera_data.simulator.state import DEFAULT_API_KEY, SimulatorState, Subscription
-from plextera_data.simulator.workflows import Workflow
 
 __all__ = ["DEFAULT_API_KEY", "IN_PROCESS_BASE_URL", "Simulator", "Subscription"]
 
@@ -47,12 +41,9 @@ class Simulator(SimulatorState):
     ``seed`` fixes run ids, durations, outputs, random failures and random faults. A run's id
     and plan follow from the seed, its workflow and its input (see
     :mod:`plextera_data.simulator.runs`), not from the order in which runs arrive, so concurrent
-    starts give the same runs every time. ``speed`` is simulated seconds per wall second
-    (``None``: a manual clock moved by ``sim.clock.advance``).
-    ``workflows``: the workflows to offer (default: the built-in ones). ``faults``: faults to
-    inject (see :class:`Fault`). ``max_file_bytes``: the upload limit (the vendor's 50 MB).
-    ``with_sample_files``: start with the documents the shipped sample data refers to in the
-    File Service (see ``plextera_data/data/README.md``). ``deliveries``: how events are
+    starts give the same runs every time. The arguments are :class:`SimulatorState`'s
+    (``seed``, ``speed``, ``api_key``, ``workflows``, ``faults``, ``clock``,
+    ``max_file_bytes``, ``with_sample_files``) and two of its own. ``deliveries``: how events are
     delivered to subscriptions, with which faults (:class:`DeliveryOptions`);
     ``delivery_transport``: an httpx transport to deliver through (for example
     ``httpx.ASGITransport(app=px.events.receiver(...))``: in-process, no socket).
@@ -67,28 +58,12 @@ class Simulator(SimulatorState):
 
     def __init__(
         self,
-        seed: int | str = 0,
-        speed: float | None = 1.0,
-        api_key: str = DEFAULT_API_KEY,
-        workflows: Iterable[Workflow] | None = None,
-        faults: Sequence[Fault] = (),
-        *,
-        clock: SimClock | None = None,
-        max_file_bytes: int = MAX_FILE_BYTES,
-        with_sample_files: bool = True,
+        *args: Any,
         deliveries: DeliveryOptions | None = None,
         delivery_transport: httpx.AsyncBaseTransport | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            seed,
-            speed,
-            api_key,
-            workflows,
-            faults,
-            clock=clock,
-            max_file_bytes=max_file_bytes,
-            with_sample_files=with_sample_files,
-        )
+        super().__init__(*args, **kwargs)
         self.app = SimulatorApp(self)
         #: Event deliveries to the subscriptions: ``.log``, ``.options``, ``.wait_idle()``.
         self.deliveries = EventDeliveries(self, deliveries, delivery_transport)
@@ -101,12 +76,7 @@ class Simulator(SimulatorState):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # ------------------------------------------------------------------ ways in

@@ -74,7 +74,14 @@ class RunPage:
 class SimulatorState:
     """Everything a simulated workspace holds, and the accounting of what reached it.
 
-    See :class:`~plextera_data.simulator.Simulator` for the arguments.
+    ``seed`` fixes run ids, durations, outputs, random failures and random faults. ``speed`` is
+    simulated seconds per wall second (``None``: a manual clock moved by ``clock.advance``);
+    ``clock`` a :class:`~plextera_data.simulator.SimClock` to use instead. ``api_key``: the one
+    key accepted. ``workflows``: the workflows to offer (default: the built-in ones).
+    ``faults``: faults to inject (see :class:`~plextera_data.simulator.Fault`).
+    ``max_file_bytes``: the upload limit (the vendor's 50 MB, as 50,000,000 bytes).
+    ``with_sample_files``: start with the documents the shipped sample data refers to in the
+    File Service (see ``plextera_data/data/README.md``).
     """
 
     def __init__(
@@ -93,7 +100,6 @@ class SimulatorState:
             raise ValueError("api_key must not be empty")
         self.seed = seed
         self.api_key = api_key
-        self.clock = clock if clock is not None else SimClock(speed)
         self.max_file_bytes = max_file_bytes
         self.workflows: dict[str, Workflow] = {}
         for workflow in builtin_workflows() if workflows is None else workflows:
@@ -120,6 +126,8 @@ class SimulatorState:
         self._subscription_listeners: list[Callable[[Subscription], None]] = []
         self._lock = threading.RLock()
         self._counters = {"request": 0, "file": 0, "subscription": 0}
+        # Last, so that simulated time starts when the simulator is ready.
+        self.clock = clock if clock is not None else SimClock(speed)
 
     # ------------------------------------------------------------------ configuration
 
