@@ -243,6 +243,7 @@ class EventDeliveries:
         self._cond = threading.Condition(threading.Lock())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._loop_thread: int | None = None
         self._thread: threading.Thread | None = None
         state.on_run(self._run_created)
         state.on_subscription(self._subscribed)
@@ -329,10 +330,14 @@ class EventDeliveries:
         heapq.heappush(self._heap, (job.due, next(self._order), job))
 
     def _poke(self) -> None:
+        """Have the delivery loop look again (from any thread), and wake ``wait_idle``."""
         loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(wake.set)
+        if loop is not None and wake is not None:
+            if threading.get_ident() == self._loop_thread:
+                wake.set()
+            elif not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(wake.set)
         with self._cond:
             self._cond.notify_all()
 
@@ -340,6 +345,7 @@ class EventDeliveries:
 
     async def _serve(self) -> None:
         self._wake = asyncio.Event()
+        self._loop_thread = threading.get_ident()
         self._loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(self.options.concurrency)
