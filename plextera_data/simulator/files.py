@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from plextera_data.simulator.clock import DEFAULT_EPOCH, format_time
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 __all__ = [
     "EXECUTABLE_SUFFIXES",
@@ -251,6 +254,65 @@ def is_executable(filename: str | None, mime_type: str, data: bytes) -> bool:
     )
 
 
+class _PartsReader:
+    """The parser's callbacks: collect parts with their headers, note what goes wrong."""
+
+    def __init__(self, max_file_bytes: int) -> None:
+        self.max_file_bytes = max_file_bytes
+        self.parts: list[Part] = []
+        self.too_large: PayloadTooLargeError | None = None
+        self.problem: str | None = None
+        self.finished = False
+        self._headers: dict[str, str] = {}
+        self._field = bytearray()
+        self._value = bytearray()
+        self._current: Part | None = None
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self._headers.clear,
+            "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_end": self._end,
+        }
+
+    def _header_end(self) -> None:
+        self._headers[self._field.decode("latin-1").lower()] = self._value.decode("latin-1")
+        self._field.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        disposition, options = parse_options_header(self._headers.get("content-disposition"))
+        name = options.get(b"name")
+        if disposition != b"form-data" or name is None:
+            self.problem = self.problem or (
+                "a part has no 'Content-Disposition: form-data; name=...' header"
+            )
+            self._current = None
+            return
+        filename = options.get(b"filename")
+        self._current = Part(
+            name=name.decode("utf-8", "replace"),
+            filename=None if filename is None else filename.decode("utf-8", "replace"),
+            content_type=self._headers.get("content-type"),
+        )
+        self.parts.append(self._current)
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._current
+        if part is None:
+            return
+        part.data.extend(data[start:end])
+        if part.is_file and len(part.data) > self.max_file_bytes and self.too_large is None:
+            self.too_large = PayloadTooLargeError(part.name, self.max_file_bytes)
+
+    def _end(self) -> None:
+        self.finished = True
+
+
 async def read_multipart(
     content_type: str, chunks: AsyncIterator[bytes], *, max_file_bytes: int = MAX_FILE_BYTES
 ) -> list[Part]:
@@ -263,83 +325,22 @@ async def read_multipart(
     boundary = params.get(b"boundary")
     if not boundary:
         raise MultipartError("the multipart Content-Type has no boundary parameter")
-
-    parts: list[Part] = []
-    headers: dict[str, str] = {}
-    header_field = bytearray()
-    header_value = bytearray()
-    current: list[Part | None] = [None]
-    too_large: list[PayloadTooLargeError] = []
-    finished = [False]
-    problems: list[str] = []
-
-    def on_part_begin() -> None:
-        headers.clear()
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        header_field.extend(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        header_value.extend(data[start:end])
-
-    def on_header_end() -> None:
-        headers[header_field.decode("latin-1").lower()] = header_value.decode("latin-1")
-        header_field.clear()
-        header_value.clear()
-
-    def on_headers_finished() -> None:
-        disposition, options = parse_options_header(headers.get("content-disposition"))
-        name = options.get(b"name")
-        if disposition != b"form-data" or name is None:
-            problems.append("a part has no 'Content-Disposition: form-data; name=...' header")
-            current[0] = None
-            return
-        filename = options.get(b"filename")
-        part = Part(
-            name=name.decode("utf-8", "replace"),
-            filename=None if filename is None else filename.decode("utf-8", "replace"),
-            content_type=headers.get("content-type"),
-        )
-        parts.append(part)
-        current[0] = part
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        part = current[0]
-        if part is None:
-            return
-        part.data.extend(data[start:end])
-        if part.is_file and len(part.data) > max_file_bytes and not too_large:
-            too_large.append(PayloadTooLargeError(part.name, max_file_bytes))
-
-    def on_end() -> None:
-        finished[0] = True
-
-    parser = MultipartParser(
-        boundary,
-        callbacks={
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_end": on_end,
-        },
-    )
+    reader = _PartsReader(max_file_bytes)
+    parser = MultipartParser(boundary, callbacks=reader.callbacks())
     try:
         async for chunk in chunks:
-            if chunk and not too_large:
+            if chunk and reader.too_large is None:
                 parser.write(chunk)
         parser.finalize()
     except FormParserError as exc:
         raise MultipartError(f"the multipart body is malformed: {exc}") from None
-    if too_large:
-        raise too_large[0]
-    if problems:
-        raise MultipartError(problems[0])
-    if not finished[0]:
+    if reader.too_large is not None:
+        raise reader.too_large
+    if reader.problem is not None:
+        raise MultipartError(reader.problem)
+    if not reader.finished:
         raise MultipartError("the multipart body ends before its closing boundary")
-    return parts
+    return reader.parts
 
 
 #: Where the sample workspace's documents live, inside the package.
