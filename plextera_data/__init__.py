@@ -12,7 +12,7 @@ Every public name is re-exported here; each concern lives in the module named af
 
 from __future__ import annotations
 
-from plextera_data import errors
+from plextera_data import errors, events
 from plextera_data._version import __version__
 from plextera_data.batch import Batch
 from plextera_data.client import AsyncClient, Client
@@ -35,6 +35,7 @@ __all__ = [
     "Tables",
     "__version__",
     "errors",
+    "events",
     "flatten",
     "resume",
     "submit",

@@ -88,8 +88,8 @@ __all__ = [
     "to_json_value",
 ]
 
-#: The File Service's documented limit, 50 MB, read as 50 MiB (as the simulator does).
-MAX_FILE_BYTES = 50 * 1024 * 1024
+#: The File Service's documented limit, 50 MB, read as 50,000,000 bytes (as the simulator does).
+MAX_FILE_BYTES = 50_000_000
 
 #: File name endings of executables and scripts, which the File Service rejects.
 EXECUTABLE_SUFFIXES: tuple[str, ...] = (
@@ -333,7 +333,7 @@ def _check_content(filename: str, size: int | None, head: bytes | None, limit: i
     if size is not None and size > limit:
         raise Unsendable(
             f"{filename!r} is {size} bytes, over the File Service's limit of {limit} bytes "
-            f"({limit / 2**20:g} MB)"
+            f"({limit / 1_000_000:g} MB)"
         )
     refused = _refused_kind(filename, head or b"")
     if refused is not None:

@@ -3,10 +3,15 @@
     python scripts/make_sample_data.py
 
 - ``claims.csv``: 300 insurance claims for the ``incoming-claim`` workflow, sent as JSON. The
-  document is referenced by a File Service id (``document.fileId``, a dotted column that nests).
-  Like real intake data, a few rows are wrong: a handful have no document (the extraction step
-  fails), a few carry a state or province the router does not serve (the routing step fails).
-- ``lab-results.csv``: 200 lab results for the ``daily-lab-loader`` workflow.
+  document is referenced by a File Service id (``document.fileId``, a dotted column that nests);
+  the documents are in ``workspace-files/`` (a one-page PDF each, listed in its
+  ``manifest.csv``), which the simulator holds from the start as files uploaded earlier. Like
+  real intake data, a few rows are wrong or hard: a handful have no document (the extraction
+  step fails), a few carry a state or province the router does not serve (the routing step
+  fails), a few were keyed with another amount than their document states, and a few documents
+  are scans without a text layer (nothing to extract). ``README.md`` names them.
+- ``lab-results.csv``: 200 lab results for the ``daily-lab-loader`` workflow (whose step takes
+  the values from the row; its ``document.fileId`` is a reference that is not opened).
 - ``claim-documents/*.pdf`` and ``claims-with-documents.csv``: 6 small, valid one-page PDFs and
   the claims that upload them as multipart file parts (``document`` holds paths relative to the
   CSV).
@@ -75,6 +80,30 @@ START = date(2026, 1, 5)
 def file_id(rng: random.Random) -> str:
     alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, like the vendor's ids
     return "file_01J" + "".join(rng.choice(alphabet) for _ in range(23))
+
+
+def claim_form(claim: dict[str, str], amount: str) -> list[str]:
+    """The lines of a claim's PDF form, stating ``amount``."""
+    return [
+        "ACME Mutual - Claim form",
+        f"Claim: {claim['claimId']}",
+        f"State: {claim['state']}",
+        f"Line of business: {claim['lineOfBusiness']}",
+        f"Amount claimed: USD {amount}",
+        f"Policyholder: {claim['policyholder']}",
+        f"Submitted: {claim['submittedOn']}",
+    ]
+
+
+def miskeyed(amount: str, rng: random.Random) -> str:
+    """The amount as a clerk might have keyed it: two digits swapped, or the point moved."""
+    digits = amount.replace(".", "")
+    if rng.random() < 0.5 and len(digits) > 3:
+        i = rng.randrange(0, len(digits) - 3)
+        swapped = digits[:i] + digits[i + 1] + digits[i] + digits[i + 2 :]
+        if swapped != digits:
+            return f"{int(swapped[:-2])}.{swapped[-2:]}"
+    return f"{float(amount) * 10:.2f}"
 
 
 def claims(rng: random.Random, count: int = 300) -> list[dict[str, str]]:
@@ -150,6 +179,107 @@ def tiny_pdf(lines: list[str]) -> bytes:
     return bytes(out)
 
 
+def scanned_pdf() -> bytes:
+    """A valid one-page PDF with no text layer (a grey box where a scan would be)."""
+    return tiny_pdf([]).replace(b"BT /F1 12 Tf 72 720 Td 16 TL  ET", b"0.85 g 72 320 468 400 re f")
+
+
+def workspace_files(
+    rows: list[dict[str, str]], rng: random.Random
+) -> tuple[dict[str, list[str]], list[dict[str, str]]]:
+    """Write a PDF for each claim that has a document, and the manifest the simulator reads.
+
+    Most forms state the amount the CSV holds. A few (``miskeyed``) state the amount the CSV
+    should have held; a few (``scanned``) are scans without text. Returns those claim ids and the
+    manifest rows.
+    """
+    folder = DATA / "workspace-files"
+    if folder.exists():
+        for old in folder.iterdir():
+            old.unlink()
+    folder.mkdir(exist_ok=True)
+    with_document = [row for row in rows if row["document.fileId"]]
+    served = [row for row in with_document if row["state"] not in UNSERVED]
+    cases = rng.sample(served, 8)
+    special = {"miskeyed": cases[:5], "scanned": cases[5:]}
+    manifest = []
+    for row in with_document:
+        name = f"{row['claimId']}.pdf"
+        if row in special["scanned"]:
+            data = scanned_pdf()
+        elif row in special["miskeyed"]:
+            # The document is right; the CSV was keyed wrong.
+            keyed = miskeyed(row["amountClaimed"], rng)
+            data = tiny_pdf(claim_form(row, row["amountClaimed"]))
+            row["amountClaimed"] = keyed
+        else:
+            data = tiny_pdf(claim_form(row, row["amountClaimed"]))
+        (folder / name).write_bytes(data)
+        file_id = row["document.fileId"]
+        manifest.append({"id": file_id, "name": name, "mimeType": "application/pdf", "path": name})
+    ids = {case: sorted(row["claimId"] for row in found) for case, found in special.items()}
+    return ids, manifest
+
+
+README = """# Sample data
+
+Written by `scripts/make_sample_data.py` (run it again to regenerate; the output is the same bytes
+every time). Loaded with `plextera_data.demo.load_sample(name)`.
+
+- `claims.csv`: 300 claims for `incoming-claim`, sent as JSON (`document.fileId` nests into
+  `{{"document": {{"fileId": ...}}}}`).
+- `workspace-files/`: the {documents} PDFs `claims.csv` refers to, already in the simulator's
+  File Service.
+- `claims-with-documents.csv` and `claim-documents/`: 6 claims for `incoming-claim`, sent as
+  multipart with the PDF as a file part.
+- `lab-results.csv`: 200 lab results for `daily-lab-loader`, sent as JSON (its step takes the
+  values from the row and does not open the document).
+
+`workspace-files/manifest.csv` lists each document's File Service id, name and media type. Every
+`Simulator()` starts with these files (`Simulator(with_sample_files=False)` leaves them out), as a
+workspace holds documents uploaded earlier; the real service knows none of these ids.
+
+## Where the extracted values are meant to differ
+
+The workflow's first step, *Extracted Document*, returns what the claim's document says: its
+claim id, state and `amount` (output `fields[0..2]`). For every claim the CSV's `amountClaimed`
+equals the extracted amount, except:
+
+- **Miskeyed at intake** ({n_miskeyed}): the form states the true amount, the CSV holds it keyed
+  wrong (two digits swapped, or the point moved): {miskeyed}.
+- **Scans without text** ({n_scanned}): nothing can be read, so `claimId`, `state` and `amount`
+  come back `null` with confidence 0 (the run still completes): {scanned}.
+- **No document** ({n_missing}): `document.fileId` is empty, so the extraction step fails with
+  `UNSUPPORTED_DOCUMENT` and there is nothing to compare: {missing}.
+- **Not routed** ({n_unserved}): the state is not one the router serves (`PR`, `ON`, `QC`, `GU`),
+  so the second step fails after a correct extraction: {unserved}.
+
+The six multipart claims (`claims-with-documents.csv`) all agree with their PDFs; `claim-9006`
+(Ontario) is not routed.
+"""
+
+
+def write_readme(rows: list[dict[str, str]], ids: dict[str, list[str]], documents: int) -> None:
+    missing = [row["claimId"] for row in rows if not row["document.fileId"]]
+    unserved = [row["claimId"] for row in rows if row["state"] in UNSERVED]
+
+    def names(found: list[str]) -> str:
+        return ", ".join(f"`{claim_id}`" for claim_id in found)
+
+    text = README.format(
+        documents=documents,
+        n_miskeyed=len(ids["miskeyed"]),
+        miskeyed=names(ids["miskeyed"]),
+        n_scanned=len(ids["scanned"]),
+        scanned=names(ids["scanned"]),
+        n_missing=len(missing),
+        missing=names(missing),
+        n_unserved=len(unserved),
+        unserved=names(unserved),
+    )
+    (DATA / "README.md").write_text(text, encoding="utf-8")
+
+
 def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
@@ -160,7 +290,12 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
 def main() -> None:
     rng = random.Random(SEED)
     DATA.mkdir(parents=True, exist_ok=True)
-    write_csv(DATA / "claims.csv", claims(rng))
+    claim_rows = claims(rng)
+    # A generator of its own, so the documents change nothing else in the sample.
+    ids, manifest = workspace_files(claim_rows, random.Random(f"{SEED}:documents"))
+    write_csv(DATA / "claims.csv", claim_rows)
+    write_csv(DATA / "workspace-files" / "manifest.csv", manifest)
+    write_readme(claim_rows, ids, len(manifest))
     write_csv(DATA / "lab-results.csv", lab_results(rng))
 
     documents = DATA / "claim-documents"
@@ -182,7 +317,12 @@ def main() -> None:
             )
         )
         with_documents.append(
-            {"claimId": claim_id, "state": state, "document": f"claim-documents/{name}"}
+            {
+                "claimId": claim_id,
+                "state": state,
+                "amountClaimed": amount,
+                "document": f"claim-documents/{name}",
+            }
         )
     write_csv(DATA / "claims-with-documents.csv", with_documents)
     print(f"wrote the sample data into {DATA}")

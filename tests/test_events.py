@@ -15,7 +15,12 @@ from plextera_data.events import (
     Event,
     EventDeduplicator,
     EventError,
+    FutureSignatureError,
+    MalformedSignatureError,
+    MissingSignatureError,
     SignatureError,
+    SignatureMismatchError,
+    StaleSignatureError,
     parse_event,
     sign,
     verify_signature,
@@ -33,6 +38,44 @@ def test_sign_matches_the_documented_scheme() -> None:
     expected = hmac.new(SECRET.encode(), f"{T}.".encode() + body, hashlib.sha256).hexdigest()
     assert sign(body, SECRET, T) == f"t={T},v1={expected}"
     assert sign(body.decode(), SECRET, datetime.fromtimestamp(T, UTC)) == f"t={T},v1={expected}"
+
+
+def _independent_header(body: bytes, secret: str, stamp: int) -> str:
+    """The documented header, built here with hmac alone (not with the code under test)."""
+    mac = hmac.new(secret.encode(), str(stamp).encode() + b"." + body, hashlib.sha256)
+    return f"t={stamp},v1={mac.hexdigest()}"
+
+
+GOOD = b'{"eventId":"evt_9","x":1}'
+GOOD_HEADER = _independent_header(GOOD, SECRET, T)
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "now", "error", "reason"),
+    [
+        (GOOD.replace(b"1", b"2"), GOOD_HEADER, T, SignatureMismatchError, "mismatch"),
+        (GOOD, _independent_header(GOOD, "wrong", T), T, SignatureMismatchError, "mismatch"),
+        (GOOD, None, T, MissingSignatureError, "missing"),
+        (GOOD, "", T, MissingSignatureError, "missing"),
+        (GOOD, "sha256=abc", T, MalformedSignatureError, "malformed"),
+        (GOOD, f"t={T}", T, MalformedSignatureError, "malformed"),
+        (GOOD, "t=soon,v1=ab", T, MalformedSignatureError, "malformed"),
+        (GOOD, GOOD_HEADER, T + 301, StaleSignatureError, "stale"),
+        (GOOD, GOOD_HEADER, T - 301, FutureSignatureError, "future"),
+    ],
+    ids=["tampered", "wrong-secret", "missing", "empty", "malformed", "no-v1", "bad-t", "stale",
+         "future"],
+)  # fmt: skip
+def test_each_bad_delivery_has_its_own_error(
+    body: bytes, header: str | None, now: int, error: type[SignatureError], reason: str
+) -> None:
+    verify_signature(GOOD, GOOD_HEADER, SECRET, now=T)  # the independent vector verifies
+    with pytest.raises(error) as caught:
+        verify_signature(body, header, SECRET, now=now)
+    assert caught.value.reason == reason
+    others = {MissingSignatureError, MalformedSignatureError, StaleSignatureError,
+              FutureSignatureError, SignatureMismatchError} - {error}  # fmt: skip
+    assert not isinstance(caught.value, tuple(others))
 
 
 def test_round_trip_and_tampering() -> None:
@@ -177,7 +220,8 @@ def test_simulator_completed_event_is_signed_and_carries_the_full_run() -> None:
 
 def test_simulator_failed_event_follows_the_vendor_example_shape() -> None:
     sim = Simulator(seed=4, speed=None)
-    run_id = sim.start_run("incoming-claim", {"state": "ZZ", "document": {"fileId": "f"}})
+    document = {"fileId": next(iter(sim.sample_files))}  # a file the workspace holds
+    run_id = sim.start_run("incoming-claim", {"state": "ZZ", "document": document})
     closed = sim.start_run("daily-lab-loader", {"simulate": {"close": True}})
     sim.clock.advance(600)
     headers, body = sim.event_for(run_id, SECRET)  # signed at wall time: default checks pass

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -275,10 +276,19 @@ def test_bad_start_bodies_are_rejected_without_creating_a_run(
 # --------------------------------------------------------------------------- run lifecycle
 
 
+def upload(
+    client: httpx.Client, text: str = "Claim: c1\nState: CT\nAmount claimed: USD 12.50"
+) -> str:
+    """Upload a claim form as a text file; its File Service id."""
+    answer = client.post("/files", files={"file": ("claim.txt", text.encode(), "text/plain")})
+    assert answer.status_code == 201, answer.text
+    file_id: str = answer.json()["id"]
+    return file_id
+
+
 def test_run_moves_from_queued_steps_to_completed(sim: Simulator, client: httpx.Client) -> None:
-    run_id = start(
-        client, "incoming-claim", {"claimId": "c1", "state": "CT", "document": {"fileId": "file_1"}}
-    )
+    document = {"fileId": upload(client)}
+    run_id = start(client, "incoming-claim", {"claimId": "c1", "state": "CT", "document": document})
     record = sim.runs[run_id]
     first, second = record.steps
 
@@ -331,7 +341,9 @@ def test_run_moves_from_queued_steps_to_completed(sim: Simulator, client: httpx.
 def test_failed_run_has_error_failed_step_message_and_lists_executed_steps(
     sim: Simulator, client: httpx.Client
 ) -> None:
-    bad_state = start(client, "incoming-claim", {"state": "ZZ", "document": {"fileId": "f"}})
+    bad_state = start(
+        client, "incoming-claim", {"state": "ZZ", "document": {"fileId": upload(client)}}
+    )
     no_document = start(client, "incoming-claim", {"state": "CT"})
     sim.clock.advance(3600)
 
@@ -357,17 +369,18 @@ def test_failed_run_has_error_failed_step_message_and_lists_executed_steps(
 def test_input_flags_force_failure_closing_and_duration(
     sim: Simulator, client: httpx.Client
 ) -> None:
+    document = {"fileId": upload(client)}
     failed = start(client, "daily-lab-loader", {"simulate": {"fail": True, "failMessage": "boom"}})
     closed = start(
         client,
         "incoming-claim",
-        {"state": "CT", "document": {"fileId": "f"}, "simulate": {"close": True}},
+        {"state": "CT", "document": document, "simulate": {"close": True}},
     )
     timed = start(client, "variable-duration", {"durationSeconds": 42})
     scaled = start(
         client,
         "incoming-claim",
-        {"state": "CT", "document": {"fileId": "f"}, "simulate": {"durationSeconds": 10}},
+        {"state": "CT", "document": document, "simulate": {"durationSeconds": 10}},
     )
     sim.clock.advance(41)
     assert client.get(f"/workflow-runs/{timed}").json()["status"] == "PROCESSING"
@@ -490,6 +503,40 @@ def test_accounting_counts_gets_and_gets_after_terminal(
     assert sim.stats.lists == 1
     assert sim.stats.by_status == {202: 1, 200: 7}
     assert sim.stats.request_ids == ["mine-1", "mine-2"]
+
+
+def test_accounting_per_kind_and_runs_per_input(sim: Simulator, client: httpx.Client) -> None:
+    first = start(client, "daily-lab-loader", {"row": 1, "x": [1, 2]})
+    start(client, "daily-lab-loader", {"row": 2})
+    assert not sim.stats.started_twice
+    twice = start(client, "daily-lab-loader", {"x": [1, 2], "row": 1})  # same input again
+    client.get(f"/workflow-runs/{first}")
+    client.get("/workflow-runs/nope")
+    client.post("/files", files={"file": ("a.txt", b"a")})
+    client.get("/no/such/path")
+    client.put("/workflow-runs")
+    assert twice != first
+    [(key, count)] = sim.stats.started_twice.items()
+    assert key[0] == "daily-lab-loader"
+    assert count == 2
+    assert sum(sim.stats.runs_per_input.values()) == sim.stats.total_posts == 3
+    assert sim.stats.by_kind == {
+        "start": 3,
+        "get_run": 2,
+        "upload_file": 1,
+        "not_found": 1,
+        "method_not_allowed": 1,
+    }
+    assert sim.stats.answers == {
+        ("start", 202): 3,
+        ("get_run", 200): 1,
+        ("get_run", 404): 1,
+        ("upload_file", 201): 1,
+        ("not_found", 404): 1,
+        ("method_not_allowed", 405): 1,
+    }
+    sim.stats.reset()
+    assert (sim.stats.requests, sim.stats.by_kind, sim.stats.started_twice) == (0, {}, {})
 
 
 # --------------------------------------------------------------------------- errors, auth, paths
@@ -640,7 +687,11 @@ async def test_in_process_transport_speaks_the_same_api() -> None:
 def test_running_clock_and_server_attributes() -> None:
     sim = Simulator(seed=0, speed=1000.0)
     run_id = sim.start_run("variable-duration", {"durationSeconds": 1})
-    assert sim.clock.elapsed() < 1 or sim.finished_at(run_id) is not None
+    deadline = time.monotonic() + 30
+    while sim.finished_at(run_id) is None:  # one simulated second: a millisecond of wall time
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert sim.finished_at(run_id) == sim.runs[run_id].finished_at <= sim.clock.now()
     with sim.serve() as server:
         assert server.base_url.startswith("http://127.0.0.1:")
         assert server.base_url.endswith("/api/public/v1")
@@ -671,7 +722,7 @@ _ORDER_INPUTS: list[tuple[str, str, dict[str, Any] | None, dict[str, str], dict[
         "incoming-claim",
         None,
         {"claimId": "a", "state": "NY"},
-        {"document": b"%PDF-a" * 9000},
+        {"document": b"Claim: a\nState: NY\nAmount claimed: USD 1,250.00\n" + b"." * 50_000},
     ),
     (
         "claim-b",
@@ -722,7 +773,7 @@ async def _outcomes_by_input(
             if body is not None:
                 response = await http.post(url, json=body)
             else:
-                parts = {name: (f"{name}.pdf", data) for name, data in uploads.items()}
+                parts = {n: (f"{n}.txt", data, "text/plain") for n, data in uploads.items()}
                 response = await http.post(url, data=fields, files=parts)
             assert response.status_code == 202, response.text
             run_id = response.json()["id"]

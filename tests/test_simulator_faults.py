@@ -203,3 +203,105 @@ def test_fault_validation() -> None:
         Fault("server_error", status=404)
     with pytest.raises(ValueError, match="method"):
         Fault("drop", method="PUT")
+
+
+class FakeTimer:
+    """A monotonic clock moved by hand, for the throttle."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttle_is_a_token_bucket_with_a_truthful_retry_after(sim: Simulator) -> None:
+    timer = FakeTimer()
+    sim.set_faults([Fault("throttle", per_second=40, burst=5, timer=timer)])
+
+    async def go() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            transport=sim.transport(), base_url=sim.in_process_base_url, headers=AUTH
+        ) as http:
+            answers = [await http.get("/workflow-runs") for _ in range(6)]  # burst of 5, then 429
+            timer.now += 0.010  # 0.4 of a token back
+            answers.append(await http.get("/workflow-runs"))
+            timer.now += 0.015  # a whole token back: exactly what Retry-After said
+            answers.append(await http.get("/workflow-runs"))
+            timer.now += 10  # the bucket refills to its burst, no further
+            answers += [await http.get("/workflow-runs") for _ in range(6)]
+            return answers
+
+    answers = asyncio.run(go())
+    statuses = [answer.status_code for answer in answers]
+    assert statuses == [200] * 5 + [429, 429, 200] + [200] * 5 + [429]
+    assert answers[5].headers["retry-after"] == "0.025"  # 1 token at 40/s
+    assert answers[6].headers["retry-after"] == "0.015"
+    assert answers[5].json()["error"]["code"] == "RATE_LIMITED"
+    assert sim.stats.faults == {"throttle": 3}
+    assert sim.stats.answers[("list_runs", 429)] == 3
+
+
+def test_throttle_holds_the_rate_over_time(sim: Simulator) -> None:
+    timer = FakeTimer()
+    sim.set_faults([Fault("throttle", per_second=40, timer=timer)])  # burst: one second's worth
+    picked = 0
+    for _ in range(2000):  # 200 requests/s offered for 10 s
+        timer.now += 0.005
+        picked += sim.pick_fault("GET", "/api/public/v1/workflow-runs") is None
+    assert 40 * 10 <= picked <= 40 * 10 + 40  # the rate, plus the first second's burst
+
+
+def test_throttle_in_parse_faults_and_its_checks() -> None:
+    [bucket] = parse_faults("throttle=10:40:POST")
+    assert (bucket.kind, bucket.per_second, bucket.burst) == ("throttle", 40, 10)
+    assert bucket.method == "POST"
+    assert parse_faults("throttle:40")[0].burst == 40
+    assert parse_faults("rate_limit=0:0.05")[0].retry_after == 0
+    with pytest.raises(ValueError, match="per_second"):
+        Fault("throttle")
+    with pytest.raises(ValueError, match="burst"):
+        Fault("throttle", per_second=5, burst=0.5)
+
+
+def test_retry_after_zero_is_sent_as_zero(sim: Simulator, client: httpx.Client) -> None:
+    sim.set_faults([Fault("rate_limit", method="POST", rate=1.0, retry_after=0)])
+    answer = client.post("/workflows/daily-lab-loader/runs", json={})
+    assert answer.status_code == 429
+    assert answer.headers["retry-after"] == "0"
+
+
+def test_the_fault_mix_of_the_benchmarks_at_its_rates() -> None:
+    """5 % of POSTs 429 (Retry-After 0), 1 % of POSTs 500, 5 % of GETs failing (500, dropped,
+    malformed) and 1 % 429: each kind at about its rate, no run created by a refused POST."""
+    faults = parse_faults(
+        "rate_limit=0:0.05:POST,server_error:0.01:POST,"
+        "server_error:0.0167:GET,drop:0.0167:GET,malformed:0.0167:GET,rate_limit=0:0.01:GET"
+    )
+    sim = Simulator(seed=3, speed=None, faults=faults)
+    run_id = sim.start_run("daily-lab-loader")
+
+    async def go() -> tuple[int, int]:
+        created = failed_gets = 0
+        async with httpx.AsyncClient(
+            transport=sim.transport(),
+            base_url=sim.in_process_base_url,
+            headers={"Authorization": f"api-key {sim.api_key}"},
+        ) as http:
+            for n in range(4000):
+                answer = await http.post("/workflows/daily-lab-loader/runs", json={"n": n})
+                created += answer.status_code == 202
+                try:
+                    polled = await http.get(f"/workflow-runs/{run_id}")
+                    polled.json()
+                    failed_gets += polled.status_code != 200
+                except (httpx.RemoteProtocolError, json.JSONDecodeError):
+                    failed_gets += 1
+        return created, failed_gets
+
+    created, failed_gets = asyncio.run(go())
+    assert sim.stats.total_posts == created
+    assert 0.92 < created / 4000 < 0.96  # about 6 % refused
+    assert 0.04 < failed_gets / 4000 < 0.08  # about 6 % of GETs failed
+    assert not sim.stats.started_twice
+    assert sim.stats.by_kind == {"start": 4000, "get_run": 4000}

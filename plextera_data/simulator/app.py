@@ -5,29 +5,33 @@ Routing is done on the *raw* path, one percent-decoded segment at a time, so tha
 holding ``/`` (sent as ``%2F``) stays one id and ``..%2Fadmin`` can never reach another path.
 Every answer carries ``X-Request-Id`` (the client's, echoed, or a new ``req_...``); every error
 uses the vendor's envelope ``{"error": {"code", "message", "requestId", "retryable", "details"?}}``.
-A simulator whose clock runs at a fixed speed also says so in ``X-Plextera-Simulator-Speed``
-(simulated seconds per wall second; not a vendor header): the client reads it, so that the
-poller converts the runs' times to its own (see ``AsyncClient.clock_rate``).
+A simulator whose clock runs at a fixed speed also says so in :data:`SPEED_HEADER` (simulated
+seconds per wall second; not a vendor header, for people reading the traffic: clients get the
+speed from ``Simulator.client_options()`` as ``clock_rate``).
+
+The app sits on the simulator's state (:class:`~plextera_data.simulator.state.SimulatorState`)
+and changes it only through the state's methods.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from plextera_data.simulator.faults import Fault
+from plextera_data.simulator.faults import FaultHit
 from plextera_data.simulator.files import (
     MultipartError,
     Part,
@@ -37,13 +41,24 @@ from plextera_data.simulator.files import (
     is_executable,
     read_multipart,
 )
+from plextera_data.simulator.state import SimulatorState
 
-if TYPE_CHECKING:
-    from plextera_data.simulator.core import Simulator
-
-__all__ = ["API_PREFIX", "ERROR_CODES", "ConnectionDroppedError", "SimulatorApp", "error_body"]
+__all__ = [
+    "API_PREFIX",
+    "ERROR_CODES",
+    "EVENT_TYPES",
+    "SPEED_HEADER",
+    "ConnectionDroppedError",
+    "SimulatorApp",
+    "error_body",
+    "is_loopback_url",
+]
 
 API_PREFIX = "/api/public/v1"
+
+#: Sent by a simulator whose clock runs at a fixed speed: simulated seconds per wall second.
+#: Not a vendor header; the real API never sends it.
+SPEED_HEADER = "X-Plextera-Simulator-Speed"
 
 #: The envelope's ``code`` per HTTP status (vendor codes up to 413; the rest are our choice).
 ERROR_CODES: dict[int, str] = {
@@ -69,7 +84,8 @@ _SERVER_ERROR_MESSAGES = {
     503: "The service is temporarily unavailable.",
 }
 
-_EVENT_TYPES = (
+#: The event types a subscription may ask for (the vendor's PROD names).
+EVENT_TYPES = (
     "workflow.run.completed",
     "workflow.run.failed",
     "document-insights.extraction.completed",
@@ -78,9 +94,6 @@ _EVENT_TYPES = (
 )
 
 MALFORMED_FALLBACK = b'{"id": "abc", "status": '
-
-
-SPEED_HEADER = "X-Plextera-Simulator-Speed"  # interim until the simulator branch lands
 
 
 class ConnectionDroppedError(httpx.RemoteProtocolError):
@@ -211,11 +224,24 @@ def _retry_after_header(value: float | str) -> str:
     return f"{value:g}"
 
 
-class SimulatorApp:
-    """ASGI app serving one :class:`~plextera_data.simulator.Simulator`."""
+def is_loopback_url(url: str) -> bool:
+    """True for an ``http://`` URL whose host is ``localhost`` or a loopback address."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
 
-    def __init__(self, simulator: Simulator) -> None:
-        self.sim = simulator
+
+class SimulatorApp:
+    """ASGI app serving one simulator's state."""
+
+    def __init__(self, state: SimulatorState) -> None:
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -237,29 +263,30 @@ class SimulatorApp:
     # ------------------------------------------------------------------ request cycle
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sim = self.sim
+        sim = self.state
         request = Request(scope, receive)
         method = request.method.upper()
         client_request_id = request.headers.get("x-request-id")
-        request_id = client_request_id or sim._next_request_id()
+        request_id = client_request_id or sim.next_request_id()
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
         try:
             segments = _split_path(raw_path)
         except UnicodeDecodeError:
             segments = None
         route = _Route("not_found") if segments is None else _route(method, segments)
-        sim._account_request(route.kind, method, route.params, client_request_id)
+        sim.account_request(route.kind, method, route.params, client_request_id)
 
-        fault = sim._faults.pick(method, scope["path"])
+        fault = sim.pick_fault(method, scope["path"])
         if fault is not None:
-            sim._account_fault(fault.kind)
+            sim.account_fault(fault.kind)
             if fault.kind == "slow":
-                await asyncio.sleep(fault.delay)
+                await asyncio.sleep(fault.fault.delay)
                 fault = None
-            elif fault.kind in ("rate_limit", "server_error"):
-                await self._send(self._fault_response(fault, request_id), scope, receive, send)
+            elif fault.kind in ("rate_limit", "throttle", "server_error"):
+                response = self._fault_response(fault, request_id)
+                await self._send(response, route.kind, scope, receive, send)
                 return
-            elif fault.kind == "drop" and not fault.after_processing:
+            elif fault.kind == "drop" and not fault.fault.after_processing:
                 await self._drop(scope, receive)
                 return
 
@@ -276,12 +303,14 @@ class SimulatorApp:
         if fault is not None and fault.kind == "malformed":
             response = self._malformed(response, request_id)
         elif "terminal_run" in state:
-            sim._mark_terminal_answer(state["terminal_run"])
-        await self._send(response, scope, receive, send)
+            sim.mark_terminal_answer(state["terminal_run"])
+        await self._send(response, route.kind, scope, receive, send)
 
-    async def _send(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
-        self.sim._account_status(response.status_code)
-        speed = self.sim.clock.speed
+    async def _send(
+        self, response: Response, kind: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        self.state.account_answer(kind, response.status_code)
+        speed = self.state.clock.speed
         if speed is not None:
             response.headers[SPEED_HEADER] = f"{speed:g}"
         await response(scope, receive, send)
@@ -297,14 +326,14 @@ class SimulatorApp:
             if message["type"] == "http.disconnect":
                 return
 
-    def _fault_response(self, fault: Fault, request_id: str) -> Response:
-        if fault.kind == "rate_limit":
+    def _fault_response(self, hit: FaultHit, request_id: str) -> Response:
+        if hit.kind in ("rate_limit", "throttle"):
             body = error_body(
                 429, "Too many requests; retry after the Retry-After delay.", request_id
             )
-            headers = {"Retry-After": _retry_after_header(fault.retry_after)}
+            headers = {"Retry-After": _retry_after_header(hit.retry_after)}
             return _json(429, body, request_id, headers)
-        status = fault.status or 500
+        status = hit.fault.status or 500
         message = _SERVER_ERROR_MESSAGES.get(status, "The server failed.")
         return _json(status, error_body(status, message, request_id), request_id)
 
@@ -348,7 +377,7 @@ class SimulatorApp:
             raise ApiError(
                 401, "Missing Authorization header; send 'Authorization: api-key <key>'."
             )
-        expected = f"api-key {self.sim.api_key}".encode()
+        expected = f"api-key {self.state.api_key}".encode()
         if not hmac.compare_digest(header.encode("utf-8", "replace"), expected):
             raise ApiError(
                 401,
@@ -359,7 +388,7 @@ class SimulatorApp:
     async def _start(
         self, request: Request, request_id: str, state: dict[str, Any], *, workflow_id: str
     ) -> Response:
-        sim = self.sim
+        sim = self.state
         workflow = sim.workflows.get(workflow_id)
         if workflow is None:
             raise ApiError(404, f"Workflow {workflow_id!r} was not found in this workspace.")
@@ -375,7 +404,7 @@ class SimulatorApp:
                 f"Unsupported Content-Type {media or '(none)'!r}; send application/json or "
                 "multipart/form-data.",
             )
-        record = sim._create_run(workflow, run_input)
+        record = sim.create_run(workflow, run_input)
         return _json(202, record.render(sim.clock.now()), request_id)
 
     @staticmethod
@@ -391,7 +420,7 @@ class SimulatorApp:
     async def _read_parts(self, request: Request, content_type: str) -> list[Part]:
         try:
             return await read_multipart(
-                content_type, request.stream(), max_file_bytes=self.sim.max_file_bytes
+                content_type, request.stream(), max_file_bytes=self.state.max_file_bytes
             )
         except PayloadTooLargeError as exc:
             raise ApiError(
@@ -434,12 +463,12 @@ class SimulatorApp:
         mime = detect_mime_type(part.filename, part.content_type, data)
         if is_executable(part.filename, mime, data):
             raise ApiError(415, f"Executable and script files are rejected ({part.filename!r}).")
-        return self.sim._store_file(part.filename or part.name, mime, data)
+        return self.state.store_file(part.filename or part.name, mime, data)
 
     async def _get_run(
         self, request: Request, request_id: str, state: dict[str, Any], *, run_id: str
     ) -> Response:
-        sim = self.sim
+        sim = self.state
         now = sim.clock.now()
         record = sim.runs.get(run_id)
         if record is None or not record.visible(now):
@@ -451,28 +480,28 @@ class SimulatorApp:
     async def _list_runs(
         self, request: Request, request_id: str, state: dict[str, Any]
     ) -> Response:
-        sim = self.sim
         query = request.query_params
         page = self._int_param(query.get("page"), "page", default=1, low=1)
         size = self._int_param(query.get("size"), "size", default=20, low=1, high=100)
-        statuses = {s.strip().upper() for s in query.get("status", "").split(",") if s.strip()}
-        workflow_id = query.get("workflowId")
-        now = sim.clock.now()
-        records = [
-            record
-            for record in reversed(sim._top_level_records())
-            if (not statuses or record.status_at(now) in statuses)
-            and (workflow_id is None or record.workflow_id == workflow_id)
-        ]
-        total = len(records)
-        chosen = records[(page - 1) * size : page * size]
+        statuses = frozenset(
+            s.strip().upper() for s in query.get("status", "").split(",") if s.strip()
+        )
+        as_of = query.get("asOf") or None
+        try:
+            found = self.state.list_runs(
+                page, size, statuses=statuses, workflow_id=query.get("workflowId"), as_of=as_of
+            )
+        except KeyError:
+            message = f"Query parameter 'asOf' names no listed run ({as_of!r})."
+            raise ApiError(400, message) from None
+        now = self.state.clock.now()
         payload = {
-            "data": [record.render(now) for record in chosen],
+            "data": [record.render(now) for record in found.records],
             "pageInfo": {
                 "page": page,
                 "size": size,
-                "totalItems": total,
-                "totalPages": math.ceil(total / size),
+                "totalItems": found.total,
+                "totalPages": math.ceil(found.total / size),
             },
         }
         return _json(200, payload, request_id)
@@ -508,7 +537,7 @@ class SimulatorApp:
     async def _get_file(
         self, request: Request, request_id: str, state: dict[str, Any], *, file_id: str
     ) -> Response:
-        stored = self.sim.files.get(file_id)
+        stored = self.state.find_file(file_id)
         if stored is None:
             raise ApiError(404, f"File {file_id!r} was not found in this workspace.")
         return _json(200, stored.metadata(), request_id)
@@ -516,7 +545,7 @@ class SimulatorApp:
     async def _download_file(
         self, request: Request, request_id: str, state: dict[str, Any], *, file_id: str
     ) -> Response:
-        stored = self.sim.files.get(file_id)
+        stored = self.state.find_file(file_id)
         if stored is None:
             raise ApiError(404, f"File {file_id!r} was not found in this workspace.")
         filename = stored.name.replace('"', "")
@@ -537,18 +566,23 @@ class SimulatorApp:
         endpoint = body.get("endpointUrl")
         if not isinstance(endpoint, str) or not endpoint.strip():
             details.append({"field": "endpointUrl", "issue": "must not be blank"})
-        elif not re.fullmatch(r"https://.+", endpoint):
-            details.append({"field": "endpointUrl", "issue": 'must match "^https://.+$"'})
+        elif not re.fullmatch(r"https://.+", endpoint) and not is_loopback_url(endpoint):
+            details.append(
+                {
+                    "field": "endpointUrl",
+                    "issue": 'must match "^https://.+$" (http:// only on loopback)',
+                }
+            )
         event_types = body.get("eventTypes")
         if not isinstance(event_types, list) or not event_types:
             details.append({"field": "eventTypes", "issue": "must not be empty"})
         else:
             for index, value in enumerate(event_types):
-                if value not in _EVENT_TYPES:
+                if value not in EVENT_TYPES:
                     details.append(
                         {
                             "field": f"eventTypes[{index}]",
-                            "issue": f"must be one of {', '.join(_EVENT_TYPES)}",
+                            "issue": f"must be one of {', '.join(EVENT_TYPES)}",
                         }
                     )
         secret = body.get("signingSecret")
@@ -573,7 +607,7 @@ class SimulatorApp:
                 422, "One or more request fields are invalid.", request_id, details=details
             )
             return _json(422, body_, request_id)
-        subscription = self.sim._create_subscription(
+        subscription = self.state.create_subscription(
             str(endpoint), list(event_types or []), str(secret), filters or None
         )
         return _json(201, subscription.public(), request_id)
@@ -581,7 +615,7 @@ class SimulatorApp:
     async def _list_subscriptions(
         self, request: Request, request_id: str, state: dict[str, Any]
     ) -> Response:
-        subs = [sub.public() for sub in self.sim.subscriptions.values()]
+        subs = [sub.public() for sub in self.state.subscriptions.values()]
         payload = {
             "data": subs,
             "pageInfo": {"page": 1, "size": len(subs), "totalItems": len(subs), "totalPages": 1},
@@ -591,7 +625,7 @@ class SimulatorApp:
     async def _get_subscription(
         self, request: Request, request_id: str, state: dict[str, Any], *, subscription_id: str
     ) -> Response:
-        sub = self.sim.subscriptions.get(subscription_id)
+        sub = self.state.subscriptions.get(subscription_id)
         if sub is None:
             raise ApiError(404, f"Event subscription {subscription_id!r} was not found.")
         return _json(200, sub.public(), request_id)
@@ -599,6 +633,6 @@ class SimulatorApp:
     async def _delete_subscription(
         self, request: Request, request_id: str, state: dict[str, Any], *, subscription_id: str
     ) -> Response:
-        if self.sim.subscriptions.pop(subscription_id, None) is None:
+        if not self.state.delete_subscription(subscription_id):
             raise ApiError(404, f"Event subscription {subscription_id!r} was not found.")
         return Response(status_code=204, headers={"X-Request-Id": request_id})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 __all__ = ["DEFAULT_EPOCH", "SimClock"]
@@ -34,6 +35,7 @@ class SimClock:
         self._offset = 0.0
         self._wall_origin = time.perf_counter()
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def speed(self) -> float | None:
@@ -67,7 +69,14 @@ class SimClock:
             raise ValueError(f"time only moves forward; cannot advance by {seconds!r} seconds")
         with self._lock:
             self._offset += float(seconds)
+        for listener in list(self._listeners):
+            listener()
         return self.now()
+
+    def on_advance(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each :meth:`advance` (so schedulers waiting on simulated
+        time can look again)."""
+        self._listeners.append(listener)
 
     def wall_seconds(self, simulated_seconds: float) -> float:
         """Wall seconds that ``simulated_seconds`` take on this clock (``inf`` when manual)."""

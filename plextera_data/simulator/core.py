@@ -1,57 +1,28 @@
-"""The :class:`Simulator`: state, accounting and the Python-side view of the simulated API."""
+"""The :class:`Simulator`: the simulated workspace with its ways in (in-process transport, a
+served port) and its event deliveries."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
+import itertools
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
 from plextera_data.simulator.app import API_PREFIX, ConnectionDroppedError, SimulatorApp
-from plextera_data.simulator.clock import SimClock, format_time
-from plextera_data.simulator.faults import Fault, FaultPlan
-from plextera_data.simulator.files import MAX_FILE_BYTES, StoredFile
-from plextera_data.simulator.ids import hex_id, request_id, ulid_like
-from plextera_data.simulator.runs import Planner, RunRecord, input_digest, plan_key
+from plextera_data.simulator.delivery import (
+    DeliveryOptions,
+    EventDeliveries,
+    delivery_headers,
+    run_event,
+)
+from plextera_data.simulator.ids import ulid_like
 from plextera_data.simulator.server import SimulatorServer
-from plextera_data.simulator.stats import SimStats
-from plextera_data.simulator.workflows import Workflow, builtin_workflows
+from plextera_data.simulator.state import DEFAULT_API_KEY, SimulatorState, Subscription
 
 __all__ = ["DEFAULT_API_KEY", "IN_PROCESS_BASE_URL", "Simulator", "Subscription"]
 
-DEFAULT_API_KEY = "sk_sim_local"
 IN_PROCESS_BASE_URL = "http://127.0.0.1" + API_PREFIX
-
-
-@dataclass
-class Subscription:
-    """An event subscription (``POST /event-subscriptions``); the secret is never shown."""
-
-    id: str
-    endpoint_url: str
-    event_types: list[str]
-    signing_secret: str = field(repr=False)
-    filters: dict[str, Any] | None
-    created_at: datetime
-    status: str = "active"
-
-    def public(self) -> dict[str, Any]:
-        model: dict[str, Any] = {
-            "id": self.id,
-            "status": self.status,
-            "endpointUrl": self.endpoint_url,
-            "eventTypes": list(self.event_types),
-        }
-        if self.filters:
-            model["filters"] = dict(self.filters)
-        model["createdAt"] = model["updatedAt"] = format_time(self.created_at)
-        return model
 
 
 class _InProcessTransport(httpx.ASGITransport):
@@ -64,73 +35,49 @@ class _InProcessTransport(httpx.ASGITransport):
             raise httpx.RemoteProtocolError(str(exc), request=request) from None
 
 
-class Simulator:
+class Simulator(SimulatorState):
     """A local, deterministic stand-in for the Plextera Workflow Runs API.
 
     ``seed`` fixes run ids, durations, outputs, random failures and random faults. A run's id
     and plan follow from the seed, its workflow and its input (see
     :mod:`plextera_data.simulator.runs`), not from the order in which runs arrive, so concurrent
-    starts give the same runs every time. ``speed`` is simulated seconds per wall second
-    (``None``: a manual clock moved by ``sim.clock.advance``).
-    ``workflows``: the workflows to offer (default: the built-in ones). ``faults``: faults to
-    inject (see :class:`Fault`). ``max_file_bytes``: the upload limit (the vendor's is 50 MB).
+    starts give the same runs every time. The arguments are :class:`SimulatorState`'s
+    (``seed``, ``speed``, ``api_key``, ``workflows``, ``faults``, ``clock``,
+    ``max_file_bytes``, ``with_sample_files``) and two of its own. ``deliveries``: how events are
+    delivered to subscriptions, with which faults (:class:`DeliveryOptions`);
+    ``delivery_transport``: an httpx transport to deliver through (for example
+    ``httpx.ASGITransport(app=px.events.receiver(...))``: in-process, no socket).
+    ``close()`` (or a ``with`` block) stops the deliveries' thread.
 
         sim = Simulator(seed=0, speed=None)
+        client = px.Client(**sim.client_options())      # in-process, no socket
         with sim.serve() as server:
-            ...  # server.base_url, server.api_key
+            client = px.Client(**server.client_options())   # over loopback
         sim.clock.advance(60)
     """
 
     def __init__(
         self,
-        seed: int | str = 0,
-        speed: float | None = 1.0,
-        api_key: str = DEFAULT_API_KEY,
-        workflows: Iterable[Workflow] | None = None,
-        faults: Sequence[Fault] = (),
-        *,
-        clock: SimClock | None = None,
-        max_file_bytes: int = MAX_FILE_BYTES,
+        *args: Any,
+        deliveries: DeliveryOptions | None = None,
+        delivery_transport: httpx.AsyncBaseTransport | None = None,
+        **kwargs: Any,
     ) -> None:
-        if not api_key:
-            raise ValueError("api_key must not be empty")
-        self.seed = seed
-        self.api_key = api_key
-        self.clock = clock if clock is not None else SimClock(speed)
-        self.max_file_bytes = max_file_bytes
-        self.workflows: dict[str, Workflow] = {}
-        for workflow in builtin_workflows() if workflows is None else workflows:
-            self.add_workflow(workflow)
-        self.stats = SimStats()
-        self.runs: dict[str, RunRecord] = {}
-        self.files: dict[str, StoredFile] = {}
-        self.subscriptions: dict[str, Subscription] = {}
-        self._faults = FaultPlan(seed, faults)
-        self._planner = Planner(seed, self.workflows)
-        self._top_level: list[str] = []
-        self._occurrences: dict[tuple[str, str], int] = {}
-        self._file_digests: dict[str, str] = {}
-        self._terminal_answered: set[str] = set()
-        self._lock = threading.RLock()
-        self._counters = {"request": 0, "file": 0, "subscription": 0, "delivery": 0}
+        super().__init__(*args, **kwargs)
         self.app = SimulatorApp(self)
+        #: Event deliveries to the subscriptions: ``.log``, ``.options``, ``.wait_idle()``.
+        self.deliveries = EventDeliveries(self, deliveries, delivery_transport)
+        self._event_deliveries = itertools.count(1)
 
-    # ------------------------------------------------------------------ configuration
+    def close(self) -> None:
+        """Stop delivering events (a served port is stopped by its own ``stop()``)."""
+        self.deliveries.close()
 
-    def add_workflow(self, workflow: Workflow) -> None:
-        """Offer ``workflow`` (replacing one with the same id)."""
-        if not workflow.id:
-            raise ValueError("a workflow needs a non-empty id")
-        self.workflows[workflow.id] = workflow
+    def __enter__(self) -> Self:
+        return self
 
-    @property
-    def faults(self) -> list[Fault]:
-        """The faults in force; a plain list that may be changed at any time."""
-        return self._faults.faults
-
-    def set_faults(self, faults: Iterable[Fault]) -> None:
-        """Replace the faults in force."""
-        self._faults.faults[:] = list(faults)
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ ways in
 
@@ -143,47 +90,30 @@ class Simulator:
         """Base URL to use with :meth:`transport`."""
         return IN_PROCESS_BASE_URL
 
+    def client_options(self, **overrides: Any) -> dict[str, Any]:
+        """Keyword arguments for ``px.Client(**...)`` / ``px.AsyncClient(**...)`` talking to this
+        simulator in-process: ``api_key``, ``base_url``, ``transport`` (a new
+        :meth:`transport`) and ``clock_rate`` (the simulator's speed; 1 for a manual clock).
+        ``overrides`` are added or replace those. A plain dict: the simulator knows no client.
+
+            client = px.Client(**sim.client_options(timeout=5))
+        """
+        options: dict[str, Any] = {
+            "api_key": self.api_key,
+            "base_url": self.in_process_base_url,
+            "transport": self.transport(),
+            "clock_rate": self.clock_rate,
+        }
+        options.update(overrides)
+        return options
+
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
         """Serve on ``host:port`` (0: a free port) in a background thread; a context manager.
 
         ``server.base_url`` is ``http://127.0.0.1:<port>/api/public/v1``. Call ``.start()`` to
         serve without a ``with`` block, ``.stop()`` to end.
         """
-        return SimulatorServer(self, host, port)
-
-    # ------------------------------------------------------------------ looking at runs
-
-    def start_run(self, workflow_id: str, run_input: Mapping[str, Any] | None = None) -> str:
-        """Create a run directly, bypassing HTTP and accounting; returns its id."""
-        workflow = self.workflows.get(workflow_id)
-        if workflow is None:
-            raise KeyError(f"unknown workflow {workflow_id!r}; known: {sorted(self.workflows)}")
-        return self._plan_and_store(workflow, dict(run_input or {})).id
-
-    def created_runs(self, workflow_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-        """``(run_id, input)`` of each top-level run created, in order of creation."""
-        with self._lock:
-            records = [self.runs[run_id] for run_id in self._top_level]
-        return [
-            (record.id, record.input)
-            for record in records
-            if workflow_id is None or record.workflow_id == workflow_id
-        ]
-
-    def run_model(self, run_id: str) -> dict[str, Any]:
-        """The run's JSON as ``GET /workflow-runs/{id}`` would give it now."""
-        return self._record(run_id).render(self.clock.now())
-
-    def finished_at(self, run_id: str) -> datetime | None:
-        """Simulated time at which the run reached its terminal status; ``None`` until then."""
-        record = self._record(run_id)
-        return record.finished_at if record.is_terminal_at(self.clock.now()) else None
-
-    def _record(self, run_id: str) -> RunRecord:
-        record = self.runs.get(run_id)
-        if record is None:
-            raise KeyError(f"no run {run_id!r} in this simulator")
-        return record
+        return SimulatorServer(self.app, host, port)
 
     # ------------------------------------------------------------------ events
 
@@ -202,164 +132,10 @@ class Simulator:
         ``timestamp`` (unix seconds) is the signature's ``t``: the wall time by default, when a
         real delivery would be signed.
         """
-        from plextera_data.events import sign
-
-        record = self._record(run_id)
-        now = self.clock.now()
-        if not record.is_terminal_at(now):
+        record = self.record(run_id)
+        if not record.is_terminal_at(self.clock.now()):
             raise ValueError(f"run {run_id!r} is still PROCESSING; it has no event yet")
-        model = record.render(now)
-        if record.status == "COMPLETED":
-            event_type = "workflow.run.completed"
-            data = model
-        elif record.status == "FAILED":
-            event_type = "workflow.run.failed"
-            data = _failed_event_data(model)
-        else:
-            raise ValueError(
-                f"run {run_id!r} ended {record.status}; Plextera documents events only for "
-                "COMPLETED and FAILED runs"
-            )
-        occurred_at = format_time(record.finished_at)
-        event_id = "evt_" + ulid_like(self.seed, "event", run_id, event_type)
-        with self._lock:
-            self._counters["delivery"] += 1
-            delivery = self._counters["delivery"]
-        envelope = {
-            "eventId": event_id,
-            "eventType": event_type,
-            "occurredAt": occurred_at,
-            "apiVersion": "v1",
-            "data": data,
-        }
-        body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        event = run_event(record, self.seed)
+        delivery_id = "dlv_" + ulid_like(self.seed, "delivery", next(self._event_deliveries))
         stamp = int(time.time()) if timestamp is None else int(timestamp)
-        headers = {
-            "Content-Type": "application/json",
-            "X-Plextera-Delivery-Id": "dlv_" + ulid_like(self.seed, "delivery", delivery),
-            "X-Plextera-Event-Id": event_id,
-            "X-Plextera-Event-Type": event_type,
-            "X-Plextera-Event-Occurred-At": occurred_at,
-            "X-Plextera-Api-Version": "v1",
-            "X-Plextera-Signature": sign(body, secret, stamp),
-        }
-        return headers, body
-
-    # ------------------------------------------------------------------ used by the app
-
-    def _next_request_id(self) -> str:
-        with self._lock:
-            self._counters["request"] += 1
-            return request_id(self.seed, "request", self._counters["request"])
-
-    def _account_request(
-        self, kind: str, method: str, params: Mapping[str, str], client_request_id: str | None
-    ) -> None:
-        stats = self.stats
-        with stats.lock:
-            stats.requests += 1
-            if client_request_id:
-                stats.request_ids.append(client_request_id)
-            if kind == "start":
-                stats.post_attempts[params["workflow_id"]] += 1
-            elif kind == "get_run":
-                run_id = params["run_id"]
-                stats.gets[run_id] += 1
-                if run_id in self._terminal_answered:
-                    stats.gets_after_terminal[run_id] += 1
-            elif kind == "list_runs":
-                stats.lists += 1
-
-    def _account_fault(self, kind: str) -> None:
-        with self.stats.lock:
-            self.stats.faults[kind] += 1
-
-    def _account_status(self, status: int) -> None:
-        with self.stats.lock:
-            self.stats.by_status[status] += 1
-
-    def _mark_terminal_answer(self, run_id: str) -> None:
-        with self.stats.lock:
-            self._terminal_answered.add(run_id)
-
-    def _create_run(self, workflow: Workflow, run_input: dict[str, Any]) -> RunRecord:
-        record = self._plan_and_store(workflow, run_input)
-        with self.stats.lock:
-            self.stats.posts[workflow.id] += 1
-        return record
-
-    def _plan_and_store(self, workflow: Workflow, run_input: dict[str, Any]) -> RunRecord:
-        """Plan and keep a top-level run, keyed by workflow, input digest and occurrence.
-
-        The id derives from the same key, so it does not depend on arrival order either; the
-        loop only guards the (96-bit) id against a collision with any run already held.
-        """
-        with self._lock:
-            digest = input_digest(run_input, self._file_digests)
-            occurrence = self._occurrences.get((workflow.id, digest), 0)
-            self._occurrences[(workflow.id, digest)] = occurrence + 1
-            key = plan_key(workflow.id, digest, occurrence)
-            run_id = hex_id(self.seed, "run", key)
-            salt = 0
-            while run_id in self.runs:
-                salt += 1
-                run_id = hex_id(self.seed, "run", key, salt)
-            record = self._planner.plan(workflow, run_input, run_id, self.clock.now(), key=key)
-            for each in self._planner.walk(record):
-                self.runs[each.id] = each
-            self._top_level.append(run_id)
-        return record
-
-    def _top_level_records(self) -> list[RunRecord]:
-        with self._lock:
-            return [self.runs[run_id] for run_id in self._top_level]
-
-    def _store_file(self, name: str, mime_type: str, data: bytes) -> StoredFile:
-        with self._lock:
-            self._counters["file"] += 1
-            file_id = "file_" + ulid_like(self.seed, "file", self._counters["file"])
-            stored = StoredFile(file_id, name, mime_type, data, self.clock.now())
-            self.files[file_id] = stored
-            self._file_digests[file_id] = hashlib.sha256(data).hexdigest()
-        return stored
-
-    def _create_subscription(
-        self,
-        endpoint_url: str,
-        event_types: list[str],
-        secret: str,
-        filters: dict[str, Any] | None,
-    ) -> Subscription:
-        with self._lock:
-            self._counters["subscription"] += 1
-            sub_id = "sub_" + ulid_like(self.seed, "subscription", self._counters["subscription"])
-            sub = Subscription(sub_id, endpoint_url, event_types, secret, filters, self.clock.now())
-            self.subscriptions[sub_id] = sub
-        return sub
-
-    def __repr__(self) -> str:
-        return (
-            f"Simulator(seed={self.seed!r}, clock={self.clock!r}, runs={len(self._top_level)}, "
-            f"workflows={sorted(self.workflows)})"
-        )
-
-
-def _failed_event_data(model: Mapping[str, Any]) -> dict[str, Any]:
-    """A FAILED run in the shape of the vendor's ``workflow.run.failed`` example."""
-    data: dict[str, Any] = {
-        "runId": model["id"],
-        "workflowId": model["workflow"]["id"],
-        "status": model["status"],
-        "createdAt": model["createdAt"],
-        "updatedAt": model["updatedAt"],
-        "completedAt": model.get("completedAt"),
-        "workflow": dict(model["workflow"]),
-        "progress": dict(model["progress"]),
-        "steps": [
-            {key: value for key, value in step.items() if key != "output"}
-            for step in model["steps"]
-        ],
-    }
-    if "error" in model:
-        data["error"] = dict(model["error"])
-    return data
+        return delivery_headers(event, delivery_id, secret, stamp), event.body

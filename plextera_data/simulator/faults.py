@@ -1,23 +1,29 @@
-"""Fault injection: rate limits, server errors, slow answers, dropped connections, bad bodies."""
+"""Fault injection: rate limits, a token-bucket throttle, server errors, slow answers, dropped
+connections, bad bodies."""
 
 from __future__ import annotations
 
+import math
 import random
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["FAULT_KINDS", "Fault", "FaultPlan", "parse_faults"]
+__all__ = ["FAULT_KINDS", "Fault", "FaultHit", "FaultPlan", "parse_faults"]
 
 #: The kinds of fault the simulator can inject.
-FAULT_KINDS = ("rate_limit", "server_error", "slow", "drop", "malformed")
+FAULT_KINDS = ("rate_limit", "throttle", "server_error", "slow", "drop", "malformed")
 
 
 @dataclass
 class Fault:
     """A fault to inject on matching requests.
 
-    ``kind``: ``"rate_limit"`` (429 with ``Retry-After: retry_after``), ``"server_error"``
+    ``kind``: ``"rate_limit"`` (429 with ``Retry-After: retry_after``), ``"throttle"`` (a token
+    bucket: ``per_second`` requests a second, bursts of up to ``burst``; a request finding the
+    bucket empty gets 429 with a truthful ``Retry-After``: the seconds until a token is back,
+    to the millisecond), ``"server_error"``
     (``status`` 500, 502 or 503; default 500), ``"slow"`` (answers after ``delay`` **wall**
     seconds), ``"drop"`` (closes the connection with no HTTP answer; with ``after_processing=True``
     the request was carried out first, so a start did create its run), ``"malformed"`` (a 2xx
@@ -28,7 +34,9 @@ class Fault:
     requests; then ``requests`` (1-based numbers among the matching requests) or ``rate`` (the
     probability per matching request, drawn from the simulator's seeded RNG) pick the ones hit.
     With neither, every matching request is hit. ``retry_after`` may be a number of seconds or an
-    HTTP date string, sent as is.
+    HTTP date string, sent as is. A throttle takes a token from every matching request (``rate``
+    and ``requests`` do not apply) and keeps **wall-clock** time, like a gateway; ``timer``
+    (default ``time.monotonic``) is there for tests.
     """
 
     kind: str
@@ -40,8 +48,13 @@ class Fault:
     delay: float = 0.0
     after_processing: bool = False
     path: str | None = None
+    per_second: float | None = None
+    burst: float | None = None
+    timer: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
     matched: int = field(default=0, init=False)
     hits: int = field(default=0, init=False)
+    _tokens: float = field(default=0.0, init=False, repr=False, compare=False)
+    _refilled: float | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -60,11 +73,43 @@ class Fault:
                 raise ValueError(f"server_error status must be 5xx, not {self.status!r}")
         if self.delay < 0:
             raise ValueError("delay must not be negative")
+        if self.kind == "throttle":
+            if self.per_second is None or self.per_second <= 0:
+                raise ValueError("a throttle needs per_second > 0 (requests a second)")
+            if self.burst is None:
+                self.burst = max(1.0, float(self.per_second))
+            if self.burst < 1:
+                raise ValueError("a throttle's burst must be at least 1")
+            self._tokens = float(self.burst)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and method.upper() != self.method:
             return False
         return self.path is None or self.path in path
+
+    def _take_token(self) -> float | None:
+        """Throttle: take a token (``None``) or say in how many seconds one is back."""
+        now = self.timer()
+        rate, burst = float(self.per_second or 1.0), float(self.burst or 1.0)
+        if self._refilled is not None:
+            self._tokens = min(burst, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return None
+        return math.ceil((1.0 - self._tokens) / rate * 1000) / 1000
+
+
+@dataclass(frozen=True)
+class FaultHit:
+    """The fault that hit one request, and the ``Retry-After`` to send (for a 429)."""
+
+    fault: Fault
+    retry_after: float | str
+
+    @property
+    def kind(self) -> str:
+        return self.fault.kind
 
 
 class FaultPlan:
@@ -75,15 +120,20 @@ class FaultPlan:
         self._rng = random.Random(f"{seed}:faults")
         self._lock = threading.Lock()
 
-    def pick(self, method: str, path: str) -> Fault | None:
+    def pick(self, method: str, path: str) -> FaultHit | None:
         """The first fault that hits this request; every matching fault counts the request."""
-        chosen: Fault | None = None
+        chosen: FaultHit | None = None
         with self._lock:
             for fault in list(self.faults):
                 if not fault.matches(method, path):
                     continue
                 fault.matched += 1
-                if fault.requests is not None:
+                retry_after = fault.retry_after
+                if fault.kind == "throttle":
+                    wait = fault._take_token()
+                    hit = wait is not None
+                    retry_after = wait if wait is not None else 0.0
+                elif fault.requests is not None:
                     hit = fault.matched in fault.requests
                 elif fault.rate is not None:
                     hit = self._rng.random() < fault.rate
@@ -91,7 +141,7 @@ class FaultPlan:
                     hit = True
                 if hit and chosen is None:
                     fault.hits += 1
-                    chosen = fault
+                    chosen = FaultHit(fault, retry_after)
         return chosen
 
 
@@ -100,9 +150,11 @@ def parse_faults(spec: str) -> list[Fault]:
 
     Items are separated by commas; each is ``kind:what[:METHOD]`` where ``what`` is a rate
     (``0.05``) or ``#`` and request numbers joined by ``+`` (``#1+3``). A ``server_error`` may
-    name its status as ``server_error=503``, a ``slow`` fault its delay as ``slow=2.5``.
+    name its status as ``server_error=503``, a ``slow`` fault its delay as ``slow=2.5``, a
+    ``rate_limit`` its ``Retry-After`` as ``rate_limit=0``. For a ``throttle``, ``what`` is the
+    requests a second and ``=`` gives the burst: ``throttle=10:40``.
 
-        parse_faults("rate_limit:0.05,server_error=503:0.01,drop:#2:POST")
+        parse_faults("rate_limit=0:0.05,server_error=503:0.01,drop:#2:POST,throttle:40")
     """
     faults: list[Fault] = []
     for item in (part.strip() for part in spec.split(",")):
@@ -122,9 +174,13 @@ def parse_faults(spec: str) -> list[Fault]:
                 kwargs["delay"] = float(argument)
             elif kind == "rate_limit":
                 kwargs["retry_after"] = float(argument)
+            elif kind == "throttle":
+                kwargs["burst"] = float(argument)
             else:
                 raise ValueError(f"fault kind {kind!r} takes no '=' argument ({item!r})")
-        if what.startswith("#"):
+        if kind == "throttle":
+            kwargs["per_second"] = float(what)
+        elif what.startswith("#"):
             kwargs["requests"] = {int(n) for n in what[1:].split("+") if n}
         else:
             kwargs["rate"] = float(what)

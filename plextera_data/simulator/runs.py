@@ -34,18 +34,22 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from plextera_data.simulator.clock import format_time
+from plextera_data.simulator.files import Document, StoredFile, file_reference
 from plextera_data.simulator.ids import hex_id
-from plextera_data.simulator.workflows import Workflow
+from plextera_data.simulator.workflows import Input, NestedSpec, StepSpec, Workflow
 
-__all__ = ["Planner", "RunRecord", "StepPlan", "input_digest", "plan_key"]
+__all__ = ["FILE_NOT_FOUND", "Planner", "RunRecord", "StepPlan", "input_digest", "plan_key"]
 
 SIMULATED_FAILURE = "Simulated failure requested by the input."
+
+#: The run error of a step whose document names a file the File Service does not hold.
+FILE_NOT_FOUND = "FILE_NOT_FOUND"
 
 
 @dataclass
@@ -181,6 +185,30 @@ def _int_flag(value: Any, default: int) -> int:
     return int(number) if number is not None else default
 
 
+def _durations(
+    workflow: Workflow,
+    run_input: Mapping[str, Any],
+    flags: Mapping[str, Any],
+    step_rngs: list[random.Random],
+) -> list[float]:
+    """Each step's planned seconds, scaled to ``durationSeconds`` when the input asks, in whole
+    milliseconds (so the planned times equal the rendered timestamps)."""
+    durations = [
+        spec.duration_for(run_input, step_rngs[i]) for i, spec in enumerate(workflow.steps)
+    ]
+    wanted = _number(flags.get("durationSeconds"))
+    if wanted is not None and wanted >= 0 and sum(durations) > 0:
+        scale = wanted / sum(durations)
+        durations = [d * scale for d in durations]
+    return [round(d, 3) for d in durations]
+
+
+def _forced_failure(flags: Mapping[str, Any], spec: StepSpec) -> dict[str, str]:
+    """The error the ``simulate`` flags ask for at this step."""
+    message = str(flags.get("failMessage") or spec.fail_message or SIMULATED_FAILURE)
+    return {"code": str(flags.get("failCode") or spec.fail_code), "message": message}
+
+
 def _canonical(value: Any, file_digests: Mapping[str, str]) -> Any:
     """``value`` as plain JSON with sorted string keys, stored file ids swapped for their digest."""
     if isinstance(value, Mapping):
@@ -223,9 +251,15 @@ class Planner:
     (times are relative to ``created_at``). Keys come from :func:`plan_key`.
     """
 
-    def __init__(self, seed: int | str, workflows: Mapping[str, Workflow]) -> None:
+    def __init__(
+        self,
+        seed: int | str,
+        workflows: Mapping[str, Workflow],
+        find_file: Callable[[str], StoredFile | None] | None = None,
+    ) -> None:
         self.seed = seed
         self.workflows = workflows
+        self.find_file = find_file or (lambda file_id: None)
 
     def plan(
         self,
@@ -256,83 +290,36 @@ class Planner:
             else None
         )
         step_rngs = [random.Random(f"{self.seed}:{key}:{i}") for i in range(n_steps)]
-        durations = [
-            spec.duration_for(run_input, step_rngs[i]) for i, spec in enumerate(workflow.steps)
-        ]
-        wanted = _number(flags.get("durationSeconds"))
-        if wanted is not None and wanted >= 0 and sum(durations) > 0:
-            scale = wanted / sum(durations)
-            durations = [d * scale for d in durations]
-        # Whole milliseconds everywhere, so the planned times equal the rendered timestamps.
-        durations = [round(d, 3) for d in durations]
+        durations = _durations(workflow, run_input, flags, step_rngs)
         created_at = created_at.replace(microsecond=created_at.microsecond // 1000 * 1000)
         delay = round(workflow.start_delay_for(run_input, rng), 3)
         started_at = created_at + timedelta(seconds=delay)
         moment = started_at
         status = "COMPLETED"
         error: dict[str, str] | None = None
-        studio_ms = 0
-        steps: list[StepPlan] = []
-        for i, spec in enumerate(workflow.steps):
-            step_id = f"step_{i + 1:02d}"
-            plan = StepPlan(index=i, id=step_id, name=spec.name, type=spec.type)
-            steps.append(plan)
-            if status != "COMPLETED":
-                continue
+        steps = [
+            StepPlan(index=i, id=f"step_{i + 1:02d}", name=spec.name, type=spec.type)
+            for i, spec in enumerate(workflow.steps)
+        ]
+        for i, (spec, plan) in enumerate(zip(workflow.steps, steps, strict=True)):
             if close_after is not None and i >= close_after:
                 status = "CLOSED"
-                continue
-            step_rng = step_rngs[i]
+                break
             plan.start = moment
-            end = moment + timedelta(seconds=durations[i])
-            message: str | None = None
+            plan.end = moment + timedelta(seconds=durations[i])
             if spec.nested is not None:
-                nested_spec = spec.nested
-                child_workflow = self.workflows.get(nested_spec.workflow_id)
-                if child_workflow is None:
-                    raise KeyError(
-                        f"workflow {workflow.id!r} step {spec.name!r} nests unknown workflow "
-                        f"{nested_spec.workflow_id!r}; add it with Simulator.add_workflow"
-                    )
-                for k in range(nested_spec.count_for(run_input, step_rng)):
-                    child = self.plan(
-                        child_workflow,
-                        nested_spec.input_for(run_input, k),
-                        hex_id(self.seed, run_id, step_id, k),
-                        moment,
-                        key=json.dumps([key, step_id, k], ensure_ascii=False),
-                        parent_run_id=run_id,
-                        parent_step_id=step_id,
-                        depth=depth + 1,
-                    )
-                    plan.nested.append(child)
+                plan.nested = self._plan_nested(
+                    spec.nested, run_input, step_rngs[i], run_id, plan, key, depth
+                )
                 if plan.nested:
                     last = max(child.finished_at for child in plan.nested)
-                    end = last + timedelta(seconds=durations[i])
-                not_completed = sum(child.status != "COMPLETED" for child in plan.nested)
-                if not_completed:
-                    message = f"{not_completed} of {len(plan.nested)} nested runs did not complete."
-            plan.end = end
-            studio_ms += round(durations[i] * 1000)
-            code = spec.fail_code
-            if fail_at == i:
-                message = str(flags.get("failMessage") or spec.fail_message or SIMULATED_FAILURE)
-                code = str(flags.get("failCode") or code)
-            elif message is None:
-                message = spec.failure_for(run_input, step_rng)
-            if message is not None:
-                plan.status = "FAILED"
-                plan.message = message
+                    plan.end = last + timedelta(seconds=durations[i])
+            forced = _forced_failure(flags, spec) if fail_at == i else None
+            error = self._settle(plan, spec, run_input, step_rngs[i], forced)
+            moment = plan.end
+            if error is not None:
                 status = "FAILED"
-                error = {"code": code, "message": message}
-            else:
-                plan.output = spec.output_for(run_input, step_rng)
-                if plan.output is None and spec.nested is not None:
-                    plan.output = {
-                        "nestedRunIds": [child.id for child in plan.nested],
-                        "completed": len(plan.nested),
-                    }
-            moment = end
+                break
         return RunRecord(
             id=run_id,
             workflow_id=workflow.id,
@@ -344,11 +331,93 @@ class Planner:
             status=status,
             error=error,
             steps=steps,
-            studio_duration_ms=studio_ms,
+            studio_duration_ms=sum(round(durations[p.index] * 1000) for p in steps if p.executed),
             parent_run_id=parent_run_id,
             parent_step_id=parent_step_id,
             depth=depth,
         )
+
+    def _plan_nested(
+        self,
+        nested: NestedSpec,
+        run_input: Input,
+        step_rng: random.Random,
+        run_id: str,
+        step: StepPlan,
+        key: str,
+        depth: int,
+    ) -> list[RunRecord]:
+        """The nested runs a step starts, all created when the step starts."""
+        child_workflow = self.workflows.get(nested.workflow_id)
+        if child_workflow is None:
+            raise KeyError(
+                f"step {step.name!r} nests unknown workflow {nested.workflow_id!r}; "
+                "add it with Simulator.add_workflow"
+            )
+        assert step.start is not None
+        return [
+            self.plan(
+                child_workflow,
+                nested.input_for(run_input, k),
+                hex_id(self.seed, run_id, step.id, k),
+                step.start,
+                key=json.dumps([key, step.id, k], ensure_ascii=False),
+                parent_run_id=run_id,
+                parent_step_id=step.id,
+                depth=depth + 1,
+            )
+            for k in range(nested.count_for(run_input, step_rng))
+        ]
+
+    def _settle(
+        self,
+        plan: StepPlan,
+        spec: StepSpec,
+        run_input: Input,
+        step_rng: random.Random,
+        forced: dict[str, str] | None,
+    ) -> dict[str, str] | None:
+        """How an executed step ends: set its status, message and output; the run's ``error``
+        if it failed. In order: a forced failure, a nested run that did not complete, the
+        document it cannot open, the step's own failure rule."""
+        failure = forced
+        document: Document | None = None
+        not_completed = sum(child.status != "COMPLETED" for child in plan.nested)
+        if failure is None and not_completed:
+            message = f"{not_completed} of {len(plan.nested)} nested runs did not complete."
+            failure = {"code": spec.fail_code, "message": message}
+        if failure is None and spec.document is not None:
+            document, failure = self._open_document(spec, run_input)
+        if failure is None:
+            message_or_none = spec.failure_for(run_input, step_rng)
+            if message_or_none is not None:
+                failure = {"code": spec.fail_code, "message": message_or_none}
+        if failure is not None:
+            plan.status = "FAILED"
+            plan.message = failure["message"]
+            return failure
+        plan.output = spec.output_for(run_input, step_rng, document)
+        if plan.output is None and spec.nested is not None:
+            plan.output = {
+                "nestedRunIds": [child.id for child in plan.nested],
+                "completed": len(plan.nested),
+            }
+        return None
+
+    def _open_document(
+        self, spec: StepSpec, run_input: Input
+    ) -> tuple[Document | None, dict[str, str] | None]:
+        """The document a step reads from its input, or why it cannot: no document under that
+        name (the step's own failure), or a file id the File Service does not hold."""
+        file_id = file_reference(run_input.get(spec.document or ""))
+        if file_id is None:
+            message = spec.fail_message or "The run's input holds no document."
+            return None, {"code": spec.fail_code, "message": message}
+        stored = self.find_file(file_id)
+        if stored is None:
+            message = f"File {file_id!r} was not found in this workspace."
+            return None, {"code": FILE_NOT_FOUND, "message": message}
+        return Document.open(stored), None
 
     def walk(self, record: RunRecord) -> list[RunRecord]:
         """``record`` and all its nested runs, depth first."""

@@ -4,16 +4,20 @@ runs; plus the built-in workflows that reproduce the vendor page's examples.
 Callables receive the run's input (the JSON body, or the multipart fields with file nodes) and a
 ``random.Random`` seeded from the simulator's seed and the run's plan key (workflow, input digest,
 occurrence: see ``runs.plan_key``), so the same seed and inputs give the same runs, whatever order
-the starts arrive in. Argument order: ``duration(rng, input)``, ``output(input, rng)``,
-``fail(input, rng)``, ``NestedSpec.count(input, rng)``, ``NestedSpec.input(parent_input, index)``.
+the starts arrive in. Argument order: ``duration(rng, input)``, ``output(input, rng)`` (a step that
+reads a document: ``output(input, rng, document)``), ``fail(input, rng)``,
+``NestedSpec.count(input, rng)``, ``NestedSpec.input(parent_input, index)``.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from plextera_data.simulator.files import Document
 
 __all__ = [
     "US_STATES",
@@ -60,6 +64,11 @@ class StepSpec:
     ``callable(input, rng) -> JSON``, shown once the step completed. ``fail``: a probability, or
     ``callable(input, rng) -> bool | str`` (a string is the failure message). ``nested``: nested
     runs this step starts (its ``duration`` is then the time after the last nested run finished).
+    ``document``: the input field holding the document this step opens (``{"fileId": ...}`` or a
+    multipart file-node array). The step then fails with ``fail_code``/``fail_message`` when the
+    input has none, and with ``FILE_NOT_FOUND`` when it names a file the File Service does not
+    hold; its ``output`` callable gets the opened :class:`~plextera_data.simulator.files.Document`
+    as a third argument.
     """
 
     name: str
@@ -70,13 +79,18 @@ class StepSpec:
     fail_message: str = "The step failed."
     fail_code: str = "WORKFLOW_RUN_FAILED"
     nested: NestedSpec | None = None
+    document: str | None = None
 
     def duration_for(self, run_input: Input, rng: random.Random) -> float:
         value = self.duration(rng, run_input) if callable(self.duration) else self.duration
         return max(0.0, float(value))
 
-    def output_for(self, run_input: Input, rng: random.Random) -> Any:
+    def output_for(
+        self, run_input: Input, rng: random.Random, document: Document | None = None
+    ) -> Any:
         if callable(self.output):
+            if self.document is not None:
+                return self.output(run_input, rng, document)
             return self.output(run_input, rng)
         return _copy_json(self.output)
 
@@ -159,36 +173,29 @@ ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC
 US_STATES = frozenset(_STATE_CODES.split())
 
 
-def _has_document(run_input: Input) -> bool:
-    document = run_input.get("document")
-    if isinstance(document, list):  # file-node array from a multipart start
-        return len(document) > 0
-    if isinstance(document, Mapping):  # {"fileId": ...} in a JSON start
-        return bool(document.get("fileId") or document.get("id"))
-    return isinstance(document, str) and bool(document)
+def _amount(text: str | None) -> float | None:
+    """``USD 1,436.86`` -> ``1436.86``; ``None`` when there is no number."""
+    match = re.search(r"-?\d[\d,]*(?:\.\d+)?", text or "")
+    return float(match[0].replace(",", "")) if match else None
 
 
-def _claim_document_fails(run_input: Input, rng: random.Random) -> bool:
-    return not _has_document(run_input)
-
-
-def _claim_fields(run_input: Input, rng: random.Random) -> dict[str, Any]:
-    document = run_input.get("document")
-    pages = 1
-    if isinstance(document, list) and document and isinstance(document[0], Mapping):
-        size = document[0].get("sizeBytes")
-        pages = max(1, int(size) // 40_000 + 1) if isinstance(size, int) else 1
+def _claim_fields(run_input: Input, rng: random.Random, document: Document) -> dict[str, Any]:
+    """What the claim document says: its claim id, state and amount claimed (``None`` with
+    confidence 0 where it says nothing, as for a scan without a text layer)."""
+    said = document.fields()
+    amount = _amount(said.get("Amount claimed"))
+    confidence = round(rng.uniform(0.86, 0.99), 2)
+    values = [
+        ("claimId", said.get("Claim"), 0.99),
+        ("state", said.get("State"), 0.97),
+        ("amount", amount, confidence),
+    ]
     return {
         "documentType": "claim",
-        "pageCount": pages,
+        "pageCount": document.page_count,
         "fields": [
-            {"name": "claimId", "value": run_input.get("claimId"), "confidence": 0.99},
-            {"name": "state", "value": run_input.get("state"), "confidence": 0.97},
-            {
-                "name": "amount",
-                "value": round(rng.uniform(120.0, 9800.0), 2),
-                "confidence": round(rng.uniform(0.7, 0.99), 2),
-            },
+            {"name": name, "value": value, "confidence": score if value is not None else 0.0}
+            for name, value, score in values
         ],
     }
 
@@ -214,7 +221,7 @@ INCOMING_CLAIM = Workflow(
             type="document_insights",
             duration=_uniform(3.0, 9.0),
             output=_claim_fields,
-            fail=_claim_document_fails,
+            document="document",
             fail_code="UNSUPPORTED_DOCUMENT",
             fail_message="The document could not be processed by Document Insights.",
         ),
