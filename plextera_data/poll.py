@@ -506,8 +506,10 @@ class Scheduler:
             self._answered(row, run)
 
     def _answered(self, row: RowState, run: Run) -> None:
-        plan = self._plans[row.position]
         self.pacer.on_success()
+        plan = self._plans.get(row.position)
+        if plan is None:  # forgotten while the GET was in flight: its event finished it
+            return
         plan.failures = 0
         self.ledger.record_run(row, run)
         if is_terminal(run.status):
@@ -526,7 +528,9 @@ class Scheduler:
             self._wakeup.set()
             return
         policy = self.policy
-        plan = self._plans[row.position]
+        plan = self._plans.get(row.position)
+        if plan is None:  # forgotten while the GET was in flight: its event finished it
+            return
         if isinstance(exc, errors.RateLimitError):
             pause = policy.delay(exc, 0)  # client seconds; Retry-After: 0 is no pause
             self.pacer.on_rate_limited(pause)  # pauses every request of the batch

@@ -256,6 +256,7 @@ async def submit_async(
     wait: bool = False,
     sep: str = ".",
     reconcile: bool = False,
+    events: Any = None,
 ) -> Batch:
     """Async twin of :func:`submit`; cancelling it stops cleanly (see :func:`submit`)."""
     batch, targets = _prepare(
@@ -272,7 +273,7 @@ async def submit_async(
     )
     try:
         return await batch.submit_rows_async(
-            targets, progress=progress, wait=wait, reconcile=reconcile
+            targets, progress=progress, wait=wait, reconcile=reconcile, events=events
         )
     except asyncio.CancelledError:
         logger.warning("%s", _interrupt_message(batch))
@@ -294,6 +295,7 @@ def submit(
     wait: bool = False,
     sep: str = ".",
     reconcile: bool = False,
+    events: Any = None,
 ) -> Batch:
     """Start one run of ``workflow_id`` per row of ``frame``; returns the :class:`Batch`.
 
@@ -311,7 +313,8 @@ def submit(
     :func:`resume` picks the batch up after a crash. ``concurrency``: starts in flight at most.
     ``wait=True`` polls while submitting and returns when all runs are done.
     ``reconcile=True`` settles the starts whose outcome is unknown at the end of submission, as
-    the vendor advises (see :meth:`Batch.reconcile`).
+    the vendor advises (see :meth:`Batch.reconcile`). ``events``: with ``wait=True``, an event
+    store whose terminal events finish runs without polling (see :meth:`Batch.wait`).
 
     Ctrl-C stops cleanly: starts in flight finish (or are marked ``SUBMISSION_UNCERTAIN``), the
     journal is committed, and :class:`SubmissionInterrupted` (a ``KeyboardInterrupt``) says how
@@ -339,7 +342,7 @@ def submit(
         if task is not None:
             holder.append(task)
         return await batch.submit_rows_async(
-            targets, progress=progress, wait=wait, reconcile=reconcile
+            targets, progress=progress, wait=wait, reconcile=reconcile, events=events
         )
 
     try:
