@@ -66,7 +66,7 @@ UNCERTAIN_AFTER_CRASH = (
 )
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class RowState:
     """Where one input row stands: its key, fingerprint, run id and status (see the module)."""
 
