@@ -512,7 +512,7 @@ class Batch:
         return self
 
     def reconcile(
-        self, *, frame: pd.DataFrame | None = None, window: float = 120.0, max_pages: int = 100
+        self, *, frame: pd.DataFrame | None = None, window: float = 120.0, max_pages: int = 1000
     ) -> Reconciliation:
         """Settle the ``SUBMISSION_UNCERTAIN`` rows as the vendor advises: list the recent runs
         of the window in which their starts were in flight; a row whose window shows no run the
@@ -528,7 +528,7 @@ class Batch:
         return run_sync(self.reconcile_async(frame=frame, window=window, max_pages=max_pages))
 
     async def reconcile_async(
-        self, *, frame: pd.DataFrame | None = None, window: float = 120.0, max_pages: int = 100
+        self, *, frame: pd.DataFrame | None = None, window: float = 120.0, max_pages: int = 1000
     ) -> Reconciliation:
         """Async twin of :meth:`reconcile`."""
         rows = [r for r in self.rows if r.status == SUBMISSION_UNCERTAIN]

@@ -127,7 +127,7 @@ async def find(
     *,
     window: float = 120.0,
     margin: float = 5.0,
-    max_pages: int = 100,
+    max_pages: int = 1000,
 ) -> Findings:
     """List recent runs and sort ``rows`` (uncertain) into proven unsent, with candidates, or
     inconclusive (see the module docstring). ``window``: seconds after a start left in which
