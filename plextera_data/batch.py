@@ -445,7 +445,8 @@ class Batch:
             lines.append(f"  - row {row.key!r}, run {row.run_id}: {row.status}: {row.error or '-'}")
         if len(failed) > 10:
             lines.append(f"  ... and {len(failed) - 10} more (see batch.status)")
-        return errors.RunFailedError("\n".join(lines), runs=[r.run for r in failed if r.run])
+        runs = [run for run in map(self.ledger.run_of, failed) if run is not None]
+        return errors.RunFailedError("\n".join(lines), runs=runs)
 
     # ------------------------------------------------------------------ results
 

@@ -31,7 +31,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,14 +217,14 @@ class JournalRow:
 
 @dataclass
 class JournalBatch:
-    """The batch recorded in a journal: its settings, rows (in position order) and final runs."""
+    """The batch recorded in a journal: its settings and rows (in position order). The final
+    runs stay on disk: :meth:`Journal.final_runs` reads them when asked."""
 
     id: int
     workflow_id: str
     created_at: dt.datetime | None
     options: dict[str, Any]
     rows: list[JournalRow] = field(default_factory=list)
-    final_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- the journal
@@ -320,11 +320,40 @@ class Journal:
                         finished_at=_from_iso(rec[14]),
                     )
                 )
-            for run_id, text in self._conn.execute(
-                "SELECT run_id, final_json FROM runs WHERE batch_id = ?", (batch.id,)
-            ):
-                batch.final_runs[run_id] = json.loads(text)
             return batch
+
+    def final_runs(
+        self, batch_id: int, run_ids: Iterable[str] | None = None, *, chunk: int = 500
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(run id, final run JSON)`` of the batch's finished runs (or of ``run_ids``, in that
+        order, those it has), read ``chunk`` at a time: a million runs never sit in memory."""
+        if run_ids is None:
+            last = ""
+            while True:
+                with self._lock:
+                    found = self._conn.execute(
+                        "SELECT run_id, final_json FROM runs WHERE batch_id = ? AND run_id > ? "
+                        "ORDER BY run_id LIMIT ?",
+                        (batch_id, last, chunk),
+                    ).fetchall()
+                if not found:
+                    return
+                for run_id, text in found:
+                    yield run_id, json.loads(text)
+                last = found[-1][0]
+        wanted = list(run_ids)
+        for start in range(0, len(wanted), chunk):
+            part = wanted[start : start + chunk]
+            marks = ",".join("?" * len(part))
+            with self._lock:
+                texts = dict(
+                    self._conn.execute(
+                        f"SELECT run_id, final_json FROM runs WHERE run_id IN ({marks})", part
+                    )
+                )
+            for run_id in part:
+                if run_id in texts:
+                    yield run_id, json.loads(texts[run_id])
 
     # ------------------------------------------------------------------ writing
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -205,8 +205,34 @@ class Ledger:
 
     @property
     def runs(self) -> list[Run]:
-        """The latest model of each row's run, in input order (rows without a run left out)."""
-        return [r.run for r in self.rows if r.run is not None and r.run_id is not None]
+        """The latest model of each row's run, in input order (rows without a run left out);
+        finished runs come from the journal when there is one."""
+        return [Run.from_dict(raw) for raw, _ in self.raw_runs()]
+
+    def run_of(self, row: RowState) -> Run | None:
+        """``row``'s latest run: in memory while it runs, from the journal once it ended."""
+        if row.run is not None or row.run_id is None:
+            return row.run
+        if self.journal is None or self.journal_batch_id is None:
+            return None
+        for _, raw in self.journal.final_runs(self.journal_batch_id, [row.run_id]):
+            return Run.from_dict(raw)
+        return None
+
+    def raw_runs(self, chunk: int = 500) -> Iterator[tuple[dict[str, Any], Any]]:
+        """``(run JSON, row key)`` of every row's latest run, in input order, ``chunk`` rows at
+        a time: finished runs read from the journal, the others from memory."""
+        for start in range(0, len(self.rows), chunk):
+            part = [r for r in self.rows[start : start + chunk] if r.run_id is not None]
+            stored: dict[str, dict[str, Any]] = {}
+            if self.journal is not None and self.journal_batch_id is not None:
+                wanted = [r.run_id for r in part if r.run is None and r.run_id is not None]
+                stored = dict(self.journal.final_runs(self.journal_batch_id, wanted))
+            for row in part:
+                if row.run is not None:
+                    yield row.run.raw, row.key
+                elif row.run_id in stored:
+                    yield stored[row.run_id], row.key
 
     @property
     def row_keys(self) -> dict[str, Any]:
@@ -387,6 +413,8 @@ class Ledger:
             row.finished_at = run.completed_at or datetime.now(UTC)
             if self.journal is not None and self.journal_batch_id is not None and run.id:
                 self.journal.save_final_run(self.journal_batch_id, run.id, run.raw)
+        if is_terminal(status) and self.journal is not None:
+            row.run = None  # the final JSON lives in the journal, not in memory
         if changed or terminal_now or force_save:
             self._save_soon(row)
         return changed
@@ -500,7 +528,7 @@ def _pollable(row: RowState) -> bool:
     return row.run_id is not None and status not in LOCAL_STATUSES and not is_terminal(status)
 
 
-def restore(row: RowState, rec: JournalRow, final_runs: dict[str, dict[str, Any]]) -> None:
+def restore(row: RowState, rec: JournalRow) -> None:
     """Give a new ``row`` the state the journal recorded for it (before the ledger is made)."""
     row.journal_id = rec.id
     row.fingerprint = rec.fingerprint
@@ -515,8 +543,6 @@ def restore(row: RowState, rec: JournalRow, final_runs: dict[str, dict[str, Any]
     row.submitted_at = rec.submitted_at
     row.finished_at = rec.finished_at
     row.key_text = rec.key_text
-    if rec.run_id is not None and rec.run_id in final_runs:
-        row.run = Run.from_dict(final_runs[rec.run_id])
     if row.status == SUBMITTING:
         # A start was in flight when the last process stopped: its outcome is unknown.
         row.status = SUBMISSION_UNCERTAIN
@@ -640,7 +666,7 @@ def _reopen(
             continue
         rec, how = match
         fingerprint, key_text = row.fingerprint, row.key_text
-        restore(row, rec, recorded.final_runs)
+        restore(row, rec)
         row.key_text = key_text
         if how == "content" and rec.key_text != key_text:
             adopted[row.key] = rec.key
@@ -775,7 +801,7 @@ def resume_ledger(journal: Journal, recorded: JournalBatch) -> Ledger:
     rows: list[RowState] = []
     for position, rec in enumerate(kept):
         row = RowState(key=rec.key, position=position, fingerprint=rec.fingerprint)
-        restore(row, rec, recorded.final_runs)
+        restore(row, rec)
         rows.append(row)
     names = recorded.options.get("index_names") or [None]
     keys = [r.key for r in rows]

@@ -134,7 +134,7 @@ def test_a_version_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
     ]
     assert [r.status for r in loaded.rows] == ["COMPLETED", "SUBMITTING", "PROCESSING"]
     assert loaded.rows[2].attempts == 2
-    assert loaded.final_runs == {"run-a": {"id": "run-a", "status": "COMPLETED"}}
+    assert dict(journal.final_runs(loaded.id)) == {"run-a": {"id": "run-a", "status": "COMPLETED"}}
     journal.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
