@@ -13,19 +13,9 @@ import pytest
 
 import plextera_data as px
 from plextera_data.ledger import SUBMISSION_UNCERTAIN
-from plextera_data.simulator import Fault, Simulator, StepSpec, Workflow
+from plextera_data.simulator import Fault, Simulator
 
-ECHO = Workflow(
-    "echo", "Echo", steps=(StepSpec("Echo", "web_function", duration=1.0),), start_delay=0.0
-)
-
-
-def make(faults: list[Fault]) -> tuple[Simulator, px.Client]:
-    sim = Simulator(seed=0, speed=None, workflows=[ECHO], faults=faults)
-    client = px.Client(
-        api_key=sim.api_key, base_url=sim.in_process_base_url, transport=sim.transport()
-    )
-    return sim, client
+# ``sim`` (manual clock, with the ``echo`` workflow) and ``client`` come from conftest.py.
 
 
 def frame(n: int) -> pd.DataFrame:
@@ -37,9 +27,11 @@ def runs_per_row(sim: Simulator) -> Counter[str]:
     return Counter(body["rowId"] for _, body in sim.created_runs("echo"))
 
 
-def test_starts_answered_5xx_are_proven_unsent_and_sent_once() -> None:
+def test_starts_answered_5xx_are_proven_unsent_and_sent_once(
+    sim: Simulator, client: px.Client
+) -> None:
     # A 500 before processing: no run exists, but the client cannot know that.
-    sim, client = make([Fault("server_error", method="POST", requests={3, 8})])
+    sim.set_faults([Fault("server_error", method="POST", requests={3, 8})])
     df = frame(12)
     batch = px.submit(df, "echo", client=client, progress=False)
     uncertain = [r.key for r in batch.rows if r.status == SUBMISSION_UNCERTAIN]
@@ -54,10 +46,12 @@ def test_starts_answered_5xx_are_proven_unsent_and_sent_once() -> None:
     assert "proven unsent" in repr(found)
 
 
-def test_a_run_created_for_a_lost_answer_is_a_candidate_never_a_resend() -> None:
+def test_a_run_created_for_a_lost_answer_is_a_candidate_never_a_resend(
+    sim: Simulator, client: px.Client
+) -> None:
     # POST 5 is carried out but its answer is lost; POST 9 fails before processing. Both
     # starts were in flight in the same second: the run that exists could be either row's.
-    sim, client = make(
+    sim.set_faults(
         [
             Fault("drop", method="POST", requests={5}, after_processing=True),
             Fault("server_error", method="POST", requests={9}),
@@ -84,8 +78,10 @@ def test_a_run_created_for_a_lost_answer_is_a_candidate_never_a_resend() -> None
     assert runs_per_row(sim) == Counter({f"row-{i}": 1 for i in range(12)})
 
 
-def test_submit_reconcile_true_settles_at_the_end_of_submission() -> None:
-    sim, client = make([Fault("server_error", method="POST", requests={2, 4, 6})])
+def test_submit_reconcile_true_settles_at_the_end_of_submission(
+    sim: Simulator, client: px.Client
+) -> None:
+    sim.set_faults([Fault("server_error", method="POST", requests={2, 4, 6})])
     batch = px.submit(frame(20), "echo", client=client, progress=False, reconcile=True)
     assert batch.reconciliation is not None
     assert len(batch.reconciliation.resent) == 3
@@ -93,8 +89,9 @@ def test_submit_reconcile_true_settles_at_the_end_of_submission() -> None:
     assert batch.counts == {"PROCESSING": 20}
 
 
-def test_a_start_in_flight_at_a_crash_is_reconciled_after_resume(tmp_path: Path) -> None:
-    sim, client = make([])
+def test_a_start_in_flight_at_a_crash_is_reconciled_after_resume(
+    tmp_path: Path, sim: Simulator, client: px.Client
+) -> None:
     journal = tmp_path / "j.db"
     df = frame(4)
     batch = px.submit(df, "echo", client=client, journal=journal, progress=False)
@@ -120,8 +117,8 @@ def test_a_start_in_flight_at_a_crash_is_reconciled_after_resume(tmp_path: Path)
     assert runs_per_row(sim) == Counter({key: 1 for key in df.index})
 
 
-def test_a_listing_cut_short_proves_nothing() -> None:
-    sim, client = make([Fault("server_error", method="POST", requests={2})])
+def test_a_listing_cut_short_proves_nothing(sim: Simulator, client: px.Client) -> None:
+    sim.set_faults([Fault("server_error", method="POST", requests={2})])
     batch = px.submit(frame(3), "echo", client=client, progress=False)
     sim.clock.advance(1000)  # later, other clients start 150 runs of the workflow
     for i in range(150):

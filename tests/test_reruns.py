@@ -12,23 +12,9 @@ import pandas as pd
 import pytest
 
 import plextera_data as px
-from plextera_data.simulator import Simulator, StepSpec, Workflow
+from plextera_data.simulator import Simulator
 
-ECHO = Workflow(
-    "echo", "Echo", steps=(StepSpec("Echo", "web_function", duration=1.0),), start_delay=0.0
-)
-
-
-@pytest.fixture
-def sim() -> Simulator:
-    return Simulator(seed=0, speed=None, workflows=[ECHO])
-
-
-@pytest.fixture
-def client(sim: Simulator) -> px.Client:
-    return px.Client(
-        api_key=sim.api_key, base_url=sim.in_process_base_url, transport=sim.transport()
-    )
+# ``sim`` (manual clock, with the ``echo`` workflow) and ``client`` come from conftest.py.
 
 
 def customers(n: int = 20) -> pd.DataFrame:

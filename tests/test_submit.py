@@ -24,11 +24,8 @@ ECHO = Workflow(
 
 
 def make_sim(**kwargs: object) -> tuple[Simulator, px.Client]:
-    sim = Simulator(seed=0, speed=None, workflows=[ECHO], **kwargs)  # type: ignore[arg-type]
-    client = px.Client(
-        api_key=sim.api_key, base_url=sim.in_process_base_url, transport=sim.transport()
-    )
-    return sim, client
+    sim = Simulator(seed=0, speed=None, workflows=[ECHO], **kwargs)
+    return sim, px.Client(**sim.client_options())
 
 
 def frame(n: int, start: int = 0) -> pd.DataFrame:

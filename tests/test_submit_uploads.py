@@ -13,22 +13,15 @@ import plextera_data as px
 from plextera_data.errors import InvalidInputError
 from plextera_data.ledger import SUBMISSION_FAILED
 from plextera_data.retry import RetryPolicy
-from plextera_data.simulator import Fault, Simulator, StepSpec, Workflow
+from plextera_data.simulator import Fault, Simulator
 
-ECHO = Workflow(
-    "echo", "Echo", steps=(StepSpec("Echo", "web_function", duration=1.0),), start_delay=0.0
-)
+# ``sim`` (manual clock, with the ``echo`` workflow) comes from conftest.py.
 
 
-def make(faults: list[Fault] | None = None) -> tuple[Simulator, px.Client]:
-    sim = Simulator(seed=0, speed=None, workflows=[ECHO], faults=faults or [])
-    client = px.Client(
-        api_key=sim.api_key,
-        base_url=sim.in_process_base_url,
-        transport=sim.transport(),
-        retry=RetryPolicy(initial_backoff=0.01),  # the retries' count matters here, not waits
-    )
-    return sim, client
+@pytest.fixture
+def client(sim: Simulator) -> px.Client:
+    # The retries' count matters here, not their waits.
+    return px.Client(**sim.client_options(retry=RetryPolicy(initial_backoff=0.01)))
 
 
 def documents(tmp_path: Path, n: int = 3) -> list[Path]:
@@ -47,8 +40,9 @@ def frame(paths: list[Path], rows: int) -> pd.DataFrame:
     return pd.DataFrame({"claimId": ids, "document": [str(p) for p in cells]}, index=ids)
 
 
-def test_a_file_used_by_100_rows_is_uploaded_once(tmp_path: Path) -> None:
-    sim, client = make()
+def test_a_file_used_by_100_rows_is_uploaded_once(
+    tmp_path: Path, sim: Simulator, client: px.Client
+) -> None:
     paths = documents(tmp_path)
     df = frame(paths, 102)
     before = len(sim.files)
@@ -64,8 +58,9 @@ def test_a_file_used_by_100_rows_is_uploaded_once(tmp_path: Path) -> None:
         assert set(body) == {"claimId", "document"}
 
 
-def test_a_rerun_with_the_journal_uploads_nothing_already_uploaded(tmp_path: Path) -> None:
-    sim, client = make()
+def test_a_rerun_with_the_journal_uploads_nothing_already_uploaded(
+    tmp_path: Path, sim: Simulator, client: px.Client
+) -> None:
     paths = documents(tmp_path, 4)
     journal = tmp_path / "j.db"
     df = frame(paths, 10)
@@ -84,8 +79,9 @@ def test_a_rerun_with_the_journal_uploads_nothing_already_uploaded(tmp_path: Pat
     assert again.status["run_id"].notna().all()
 
 
-def test_oversized_and_executable_files_are_refused_before_any_request(tmp_path: Path) -> None:
-    sim, client = make()
+def test_oversized_and_executable_files_are_refused_before_any_request(
+    tmp_path: Path, sim: Simulator, client: px.Client
+) -> None:
     big = tmp_path / "scan.pdf"
     with big.open("wb") as handle:
         handle.truncate(60 * 1024 * 1024)  # 60 MB, sparse
@@ -101,16 +97,18 @@ def test_oversized_and_executable_files_are_refused_before_any_request(tmp_path:
     assert sim.stats.requests == 0
 
 
-def test_failed_uploads_are_retried(tmp_path: Path) -> None:
-    sim, client = make([Fault("server_error", method="POST", path="/files", requests={1, 2})])
+def test_failed_uploads_are_retried(tmp_path: Path, sim: Simulator, client: px.Client) -> None:
+    sim.set_faults([Fault("server_error", method="POST", path="/files", requests={1, 2})])
     df = frame(documents(tmp_path, 2), 5)
     batch = px.submit(df, "echo", client=client, upload=["document"], progress=False)
     assert batch.counts == {"PROCESSING": 5}
     assert sim.stats.post_attempts["echo"] == 5
 
 
-def test_a_row_whose_file_cannot_be_uploaded_is_never_started(tmp_path: Path) -> None:
-    sim, client = make([Fault("server_error", method="POST", path="/files")])
+def test_a_row_whose_file_cannot_be_uploaded_is_never_started(
+    tmp_path: Path, sim: Simulator, client: px.Client
+) -> None:
+    sim.set_faults([Fault("server_error", method="POST", path="/files")])
     df = frame(documents(tmp_path, 2), 4)
     batch = px.submit(df, "echo", client=client, upload=["document"], progress=False)
     assert batch.counts == {SUBMISSION_FAILED: 4}
