@@ -561,6 +561,15 @@ def _legend_html(bar: BarState) -> str:
     return f"<div>{items}</div>"
 
 
+def _message_html(summary: str, message: str) -> str:
+    """A full message, shown on demand under ``summary`` (both HTML-escaped by the caller)."""
+    return (
+        f"<details><summary>{summary}</summary>"
+        '<div style="white-space:pre-wrap;overflow-wrap:anywhere;margin:2px 0 4px 1em">'
+        f"{message}</div></details>"
+    )
+
+
 def _failures_html(failures: Sequence[FailureGroup], notes: Sequence[FailureNote]) -> str:
     if not failures and not notes:
         return ""
@@ -576,19 +585,12 @@ def _failures_html(failures: Sequence[FailureGroup], notes: Sequence[FailureNote
         detail = ""
         if group.message:
             run = f" (run <code>{esc(group.run_id)}</code>)" if group.run_id else ""
-            detail = (
-                f"<details><summary>latest message{run}</summary>"
-                f'<pre style="white-space:pre-wrap;margin:2px 0">{esc(group.message)}</pre>'
-                "</details>"
-            )
+            detail = _message_html(f"latest message{run}", esc(group.message))
         items.append(f"<li>{head}<br>&rarr; {_code_html(action_for(group))}{detail}</li>")
     for note in notes:
         run = f" (run <code>{esc(note.run_id)}</code>)" if note.run_id else ""
-        items.append(
-            f"<li><details><summary>latest failure: row <code>{esc(str(note.row_key))}</code>"
-            f'{run}</summary><pre style="white-space:pre-wrap;margin:2px 0">'
-            f"{esc(note.error)}</pre></details></li>"
-        )
+        summary = f"latest failure: row <code>{esc(str(note.row_key))}</code>{run}"
+        items.append(f"<li>{_message_html(summary, esc(note.error))}</li>")
     return (
         "<div><b>Rows that did not complete</b>"
         f'<ul style="margin:2px 0 0 0;padding-left:1.4em">{"".join(items)}</ul></div>'

@@ -240,9 +240,10 @@ def test_failures_are_grouped_with_counts_rows_actions_and_the_full_message() ->
     # The full message on demand, never cut, with its run; row keys escaped.
     long_message = groups()[1].message
     assert len(long_message) > 600
-    assert f"{long_message}</pre></details>".replace("'", "&#x27;") in page
+    assert f"{long_message}</div></details>".replace("'", "&#x27;") in page
     assert "latest message (run <code>run_8</code>)" in page
-    assert "&lt;c-8&gt;" in page and "<c-8>" not in page
+    assert "&lt;c-8&gt;" in page
+    assert "<c-8>" not in page
     text = reporter.text  # the text/plain twin says the same
     assert "403 submission failed FORBIDDEN: rows c-1, c-2, c-3, c-4, c-5 and 398 more" in text
     assert "-> a run may exist: `batch.reconcile()`" in text
@@ -436,8 +437,10 @@ def test_one_output_updated_in_place_by_its_display_id(front_end: FakeFrontEnd) 
         assert set(bundle) == {"text/plain", "text/html"}
     final = front_end.messages[-1][1]
     assert "done</b> &middot; 3 of 3 finished" in final["text/html"]
-    assert final["text/plain"].splitlines()[1].startswith(
-        "done: 3/3 finished (completed 3) | elapsed 2s"
+    assert (
+        final["text/plain"]
+        .splitlines()[1]
+        .startswith("done: 3/3 finished (completed 3) | elapsed 2s")
     )
 
 
