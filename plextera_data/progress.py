@@ -642,7 +642,11 @@ class _Throttled:
         raise NotImplementedError
 
     def _draw(self, view: View, final: bool = False) -> None:
-        self._render(view, final)
+        try:
+            self._render(view, final)
+        except OSError:  # the output went away (a closed pipe: `... 2>&1 | head`): stop drawing
+            self.closed = True
+            return
         self.view = view
         self.draws += 1
         self._last_draw = self._clock()

@@ -663,3 +663,18 @@ def test_in_notebook_detects_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not progress.in_notebook()
     Shell.config = {"IPKernelApp": {}}
     assert progress.in_notebook()
+
+
+def test_a_closed_output_stops_the_text_reporter_not_the_batch() -> None:
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    clock = FakeClock()
+    reporter = TextReporter(ClosedPipe(), interval=0.0, clock=clock)
+    reporter.update(snap(1, 10, elapsed=1.0))  # no exception into the engine that feeds it
+    assert reporter.closed
+    clock.now = 5.0
+    reporter.update(snap(2, 10, elapsed=5.0))
+    reporter.close(snap(10, 10, elapsed=9.0, phase="done"))
+    assert reporter.lines_written == 0
