@@ -271,6 +271,13 @@ class Page:
         )
         await self.page.wait_for_function(ready, arg=name, timeout=90_000)
 
+    async def reload(self, url: str) -> list[str]:
+        """Reload the page, open the notebook again, give it 3 s; what the displays show."""
+        await self.page.reload()
+        await self.open(url)
+        await asyncio.sleep(3)
+        return await self.displays()
+
     async def wait_kernel_idle(self) -> None:
         await self.page.wait_for_function(
             "() => { const w = window.jupyterapp.shell.currentWidget;"
@@ -382,10 +389,7 @@ async def reload_mid_run(page: Page, lab: Lab) -> None:
     say("mid-run", shown)
     await page.save()
     saved = await page.displays()
-    await page.page.reload()
-    await page.open(lab.notebook_url("wait.ipynb"))
-    await asyncio.sleep(3)
-    after = await page.displays()
+    after = await page.reload(lab.notebook_url("wait.ipynb"))
     await page.shot("02-after-reload.png")
     say("after the reload (the notebook as saved a moment before)", after)
     await page.no_widget_errors()
@@ -428,10 +432,7 @@ async def final_and_reopened(page: Page, lab: Lab, folder: Path) -> None:
         raise CheckFailed(f"the saved display is not the final summary: {html_outputs[-1:]}")
     print("  saved file: the display is text/html + text/plain, final, no widget state")
     lab.shut_down_kernels()
-    await page.page.reload()
-    await page.open(lab.notebook_url("wait.ipynb"))
-    await asyncio.sleep(3)
-    reopened = await page.displays()
+    reopened = await page.reload(lab.notebook_url("wait.ipynb"))
     await page.shot("04-reopened-after-kernel-shutdown.png")
     say("reopened after a kernel shutdown", reopened)
     await page.no_widget_errors()
