@@ -112,6 +112,7 @@ class Batch:
         )
         self._scheduler: Scheduler | None = None
         self._watch_task: asyncio.Task[Any] | None = None
+        self._live: Any = None  # the progress display of the call running now
         #: What the last :meth:`reconcile` found and did (``None``: never reconciled).
         self.reconciliation: Reconciliation | None = None
         #: The events feed of the last wait with ``events=`` (its ``finished``/``fetched``).
@@ -204,6 +205,7 @@ class Batch:
         the phase ``ended(result)`` names (``"stopped"`` if ``work`` raised)."""
         reporter = open_progress(progress, total=len(self.rows))
         self._call_started = time.monotonic()
+        self._live = reporter
         phase = "stopped"
         try:
             async with follow(reporter, self.snapshot):
@@ -212,6 +214,8 @@ class Batch:
             return result
         finally:
             reporter.close(self.snapshot(phase))
+            if self._live is reporter:
+                self._live = None
 
     async def _poll(
         self,
@@ -417,8 +421,11 @@ class Batch:
             return self.wait(progress=progress, events=events, **limits)
         if self._watch_task is not None and not self._watch_task.done():
             return self  # already watching
+        # Opened now, so that the batch this call returns shows as that display in this cell.
+        reporter = open_progress(progress, total=len(self.rows))
+        self._live = reporter
         self._watch_task = loop.create_task(
-            self.wait_async(progress=progress, events=events, **limits)
+            self.wait_async(progress=reporter, events=events, **limits)
         )
         self._watch_task.add_done_callback(_watch_ended)
         return self
@@ -615,6 +622,18 @@ class Batch:
         head, counts = self._summary()
         parts = ", ".join(f"{status}: {n}" for status, n in counts)
         return f"<Batch {head}; {parts}>"
+
+    def _ipython_display_(self) -> None:
+        """In a notebook, while a call runs (``watch()``), the batch shows as its live progress
+        display (one display id: every copy moves together, a reloaded page picks it up);
+        otherwise as its summary."""
+        from IPython.display import display
+
+        live = self._live
+        if live is not None and hasattr(live, "show"):
+            live.show()
+            return
+        display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True)
 
     def _repr_html_(self) -> str:
         head, counts = self._summary()

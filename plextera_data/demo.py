@@ -14,17 +14,29 @@ The sample lives in ``plextera_data/data/`` (written by ``scripts/make_sample_da
 
 from __future__ import annotations
 
+import shutil
 import time
 from importlib import resources
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from plextera_data.jobs import (
+    DEFAULT_JOURNAL_NAME,
+    EXIT_OK,
+    PROG,
+    JobSpec,
+    Outcome,
+    job_file_for,
+    make_client,
+    print_summary,
+    read_input,
+    run_job,
+)
+
 if TYPE_CHECKING:
     import pandas as pd
 
-    from plextera_data.cli import Outcome
-
-__all__ = ["SAMPLES", "load_sample", "run_demo", "sample_path"]
+__all__ = ["SAMPLES", "SAMPLE_TYPES", "load_sample", "run_demo", "sample_path"]
 
 #: name -> (file in plextera_data/data, index column, workflow it is meant for, file columns)
 SAMPLES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
@@ -36,6 +48,13 @@ SAMPLES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
         "incoming-claim",
         ("document",),
     ),
+}
+
+#: name -> the columns that are not text, as ``--dtype`` names them (the rest is sent as written).
+SAMPLE_TYPES: dict[str, dict[str, str]] = {
+    "claims": {"amountClaimed": "float"},
+    "lab-results": {"value": "float"},
+    "claims-with-documents": {},
 }
 
 DEMO_SAMPLE = "claims"
@@ -54,15 +73,14 @@ def load_sample(name: str = "claims") -> pd.DataFrame:
     """A shipped sample as a DataFrame indexed by its id column (kept as a column too).
 
     ``name``: ``"claims"``, ``"lab-results"`` or ``"claims-with-documents"`` (whose
-    ``document`` column holds absolute paths of the shipped PDFs).
+    ``document`` column holds absolute paths of the shipped PDFs). Read as ``plextera-data
+    run`` reads it: text as written, the amounts (:data:`SAMPLE_TYPES`) as numbers.
     """
-    from plextera_data.cli import read_input
-
     if name not in SAMPLES:
         raise ValueError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
     file_name, index_col, _, file_columns = SAMPLES[name]
     path = sample_path(file_name)
-    frame = read_input(path, index_col=index_col)
+    frame = read_input(path, index_col=index_col, dtype=SAMPLE_TYPES[name])
     for column in file_columns:
         frame[column] = [str(path.parent / value) for value in frame[column]]
     return frame
@@ -74,8 +92,6 @@ def _clear_previous(out: Path, journal: Path) -> None:
         (out / name).unlink(missing_ok=True)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{journal}{suffix}").unlink(missing_ok=True)
-    from plextera_data.cli import job_file_for
-
     job_file_for(journal).unlink(missing_ok=True)
 
 
@@ -88,28 +104,25 @@ def run_demo(
     stdout: IO[str],
 ) -> int:
     """Serve the simulator, run the sample claims through ``plextera-data run``'s code path,
-    print a summary and a peek at the outputs; return the exit code (0: the demo worked)."""
-    from plextera_data.cli import (
-        DEFAULT_JOURNAL_NAME,
-        EXIT_OK,
-        JobSpec,
-        UsageError,
-        _make_client,
-        print_summary,
-        run_job,
-    )
+    print a summary and a peek at the outputs; return the exit code (0: the demo worked).
 
-    try:
-        from plextera_data.simulator import Simulator
-    except ImportError as exc:
-        raise UsageError(
-            f'the demo needs the simulator: pip install "plextera-data[simulator]" ({exc})'
-        ) from exc
+    The sample is copied into ``out`` first, so that the closing hint names a file that exists.
+    Raises :class:`ImportError` without the simulator's extra.
+    """
+    from plextera_data.simulator import Simulator
 
     file_name, index_col, workflow_id, _ = SAMPLES[DEMO_SAMPLE]
-    spec = JobSpec(workflow_id=workflow_id, input=str(sample_path(file_name)), index_col=index_col)
     journal = out / DEFAULT_JOURNAL_NAME
     _clear_previous(out, journal)
+    out.mkdir(parents=True, exist_ok=True)
+    source = out / file_name
+    shutil.copyfile(sample_path(file_name), source)
+    spec = JobSpec(
+        workflow_id=workflow_id,
+        input=str(source.resolve()),
+        index_col=index_col,
+        dtype=SAMPLE_TYPES[DEMO_SAMPLE],
+    )
     simulator = Simulator(seed=seed, speed=speed)
     write = stdout.write
     started = time.monotonic()
@@ -121,7 +134,7 @@ def run_demo(
             f"  (seed {seed}, {speed:g} simulated seconds per second; no key, no network)\n"
         )
         stdout.flush()
-        client = _make_client(server.base_url, api_key=server.api_key)
+        client = make_client(**server.client_options())  # with the simulator's clock rate
         try:
             outcome = run_job(
                 spec,
@@ -141,20 +154,24 @@ def run_demo(
         f"  import plextera_data as px\n"
         f"  tables = px.Tables.read_parquet({str(out)!r})\n"
         f"  tables.runs, tables.steps, tables.outputs\n"
-        f"Same job against the real API: {_run_hint(spec)}\n"
+        f"Same job against the real API:\n  {run_hint(spec, source)}\n"
     )
     return EXIT_OK if not outcome.timed_out else outcome.exit_code
 
 
-def _count_rows(spec: object) -> int:
-    path = Path(getattr(spec, "input", ""))
-    with path.open(encoding="utf-8") as handle:
+def _count_rows(spec: JobSpec) -> int:
+    with Path(spec.input).open(encoding="utf-8") as handle:
         return sum(1 for _ in handle) - 1
 
 
-def _run_hint(spec: object) -> str:
-    workflow = getattr(spec, "workflow_id", "")
-    return f"PLEXTERA_API_KEY=... plextera-data run {workflow} claims.csv --out results/"
+def run_hint(spec: JobSpec, source: Path) -> str:
+    """The ``plextera-data run`` command of ``spec``, with ``source`` as its input."""
+    parts = [f"PLEXTERA_API_KEY=... {PROG} run {spec.workflow_id} {source} --out results/"]
+    if spec.index_col:
+        parts.append(f"--index-col {spec.index_col}")
+    if spec.dtype:
+        parts.append("--dtype " + ",".join(f"{c}={t}" for c, t in spec.dtype.items()))
+    return " ".join(parts)
 
 
 def _print_peek(outcome: Outcome, stdout: IO[str]) -> None:

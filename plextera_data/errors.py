@@ -87,10 +87,11 @@ class InvalidInputError(PlexteraError, ValueError):
         self.problems: list[tuple[Any, str | None, str]] = list(problems)
         lines = [message]
         for row_key, column, reason in self.problems[:shown]:
-            where = f"row {row_key!r}"
+            # A problem of a column or of the whole frame has no row (None): no "row None".
+            where = [f"row {row_key!r}"] if row_key is not None else []
             if column is not None:
-                where += f", column {column!r}"
-            lines.append(f"  - {where}: {reason}")
+                where.append(f"column {column!r}")
+            lines.append(f"  - {', '.join(where) or 'the frame'}: {reason}")
         rest = len(self.problems) - shown
         if rest > 0:
             lines.append(f"  ... and {rest} more")
@@ -221,8 +222,8 @@ class APIStatusError(APIError):
             summary += f": {vendor_message}"
         for detail in self.details:
             summary += f" [{detail.field}: {detail.issue}]"
-        if self.hint:
-            summary += f". {self.hint}"
+        if self.hint:  # the vendor's message may end with its own full stop: one is enough
+            summary = f"{summary.rstrip('.')}. {self.hint}"
         super().__init__(summary, method=method, path=path, request_id=request_id)
 
 

@@ -1,29 +1,39 @@
-"""Progress display for batches: a widget in notebooks, a line in terminals, periodic text in logs.
+"""Progress display for batches: HTML in notebooks, a line in terminals, periodic text in logs.
 
-The batch produces :class:`Snapshot` objects; a :class:`ProgressReporter` shows them. Reporters are
-fed from the thread that runs the batch's event loop (widget updates from other threads are
-fragile under ipykernel 7), and rate-limit their own redraws, so ``update`` may be called after
-every request.
+A batch call opens one :class:`ProgressReporter` and feeds it :class:`Snapshot` objects on a
+heartbeat (:func:`follow`, about four a second); the reporter decides when to redraw (the first
+snapshot, each phase change, then whenever what it shows changed, at most every
+``min_interval`` seconds: the elapsed time moves every second, so it never looks frozen).
 
 Three reporters, picked by :func:`open_progress`:
 
-* :class:`WidgetReporter`: an ipywidgets bar, counts per status, throughput, elapsed time, an
-  estimate of the time left and the most recent failures. When it closes, its output is replaced
-  by a static HTML summary (with a ``text/plain`` twin), so a saved notebook, GitHub or nbconvert
-  show a readable result instead of "Error displaying widget: model not found".
+* :class:`NotebookReporter`: an HTML block (with a ``text/plain`` twin) shown once and then
+  updated in place by its display id. It needs no widget library and no live widget model: a
+  saved notebook holds the last state drawn as plain HTML, which JupyterLab, nbconvert, GitHub
+  or another machine show as it was, with no "model not found", and which looks the same live
+  and saved. It shows a stacked bar (completed, failed, uncertain, running, not yet sent) with
+  its legend, the pace and the time left, why the batch is slow (rate limits, backing off, the
+  request rate), and the rows that went wrong grouped by kind and error code, each with what to
+  do and its full message on demand. Colours are JupyterLab theme variables (4.5:1 contrast on
+  the light and dark themes), text keeps the notebook's own colour.
 * :class:`TqdmReporter`: one updating line on a terminal (tqdm).
-* :class:`TextReporter`: a plain line every ``interval`` seconds and at phase changes, for CI logs
-  and other non-TTY output; never a flood.
+* :class:`TextReporter`: a plain line every ``interval`` seconds (15 by default) and at phase
+  changes, for CI logs and other non-TTY output; never a flood.
+
+They share one throttle and one phase rule (:class:`_Throttled`): ``"submitting"`` while rows
+are unsent and this call is sending them, ``"polling"`` after, ``"done"`` / ``"stopped"`` at the
+end, so the label never flickers between the two engines' snapshots.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import html
 import sys
 import time
+import uuid
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,20 +42,20 @@ from typing import IO, Any, Protocol
 __all__ = [
     "FailureGroup",
     "FailureNote",
+    "NotebookReporter",
     "NullReporter",
     "PacingState",
     "ProgressReporter",
     "Snapshot",
     "TextReporter",
     "TqdmReporter",
+    "View",
     "WidgetReporter",
     "follow",
     "format_duration",
     "in_notebook",
     "open_progress",
 ]
-
-WIDGET_HINT = "plextera-data: pip install ipywidgets for a progress widget in notebooks"
 
 
 @dataclass(frozen=True)
@@ -180,7 +190,7 @@ class NullReporter:
         return None
 
 
-# --------------------------------------------------------------------------- shared helpers
+# --------------------------------------------------------------------------- what a display shows
 
 
 def format_duration(seconds: float | None) -> str:
@@ -246,103 +256,423 @@ class _Throughput:
         return left / rate * 60.0
 
 
-def summary_text(snapshot: Snapshot, rate: float | None = None, eta: float | None = None) -> str:
-    """One plain line: phase, finished of total, counts, throughput, elapsed and time left."""
-    counts = ", ".join(f"{name} {count}" for name, count in snapshot.counts().items())
-    parts = [f"{snapshot.phase}: {snapshot.finished}/{snapshot.total} finished"]
-    if counts:
-        parts[0] += f" ({counts})"
-    if snapshot.poll_errors:
-        parts.append(f"{snapshot.poll_errors} failing to poll")
-    if rate is not None:
-        parts.append(f"{rate:.0f} runs/min")
-    parts.append(f"elapsed {format_duration(snapshot.elapsed)}")
-    if snapshot.phase not in ("done", "stopped") and eta is not None:
-        parts.append(f"left ~{format_duration(eta)}")
-    return " | ".join(parts)
+#: The bar's parts: name -> fill colour, a JupyterLab theme variable with a fallback for front
+#: ends that define none. Each keeps 4.5:1 against the page on the dark theme and at least the
+#: 3:1 of non-text parts on the light one (tests/test_progress.py reads the installed themes).
+COLOURS = {
+    "completed": "var(--jp-success-color0, #1b5e20)",
+    "failed": "var(--jp-error-color1, #d32f2f)",
+    "uncertain": "var(--jp-warn-color0, #e65100)",
+    "running": "var(--jp-brand-color1, #1976d2)",
+    "not yet sent": "var(--jp-ui-font-color2, #757575)",
+}
+#: Muted text (the pace line): the theme's secondary font colour; unset (inherited) elsewhere.
+MUTED = "var(--jp-ui-font-color2)"
 
+#: Phases that end a call.
+ENDED = frozenset({"done", "stopped", "submitted"})
 
-_STATUS_COLOURS = {
-    "completed": "#2e7d32",
-    "failed": "#c62828",
-    "closed": "#8d6e63",
-    "running": "#1565c0",
-    "not yet submitted": "#757575",
-    "submission uncertain": "#ef6c00",
-    "submission failed": "#c62828",
+#: What to do about each kind of failure group, code in backticks; ``{rows}`` is the group's
+#: rows as a Python list when all are known, else a query that selects them (``{status}``).
+ACTIONS = {
+    "submission uncertain": (
+        "a run may exist: `batch.reconcile()` finds the runs that were created and sends the "
+        "rows proven unsent; `batch.resubmit({rows})` sends them again regardless"
+    ),
+    "submission failed": "the API refused the start: fix the cause, then `batch.resubmit({rows})`",
+    "failed": "`batch.status.query(\"status == 'FAILED'\")` lists them with their errors",
+    "closed": "`batch.status.query(\"status == 'CLOSED'\")` lists them",
+    "still running": "still running on the server: `batch.wait()` goes on waiting",
+    "failing to poll": "their GETs keep failing; polling goes on: see `batch.status`",
+}
+_GROUP_STATUS = {
+    "submission uncertain": "SUBMISSION_UNCERTAIN",
+    "submission failed": "SUBMISSION_FAILED",
 }
 
 
-def _counts_html(snapshot: Snapshot) -> str:
-    cells = []
-    for name, count in snapshot.counts().items():
-        colour = _STATUS_COLOURS.get(name, "inherit")
-        cells.append(f'<span style="color:{colour}"><b>{count}</b> {html.escape(name)}</span>')
-    if snapshot.poll_errors:
-        cells.append(
-            f'<span style="color:#ef6c00"><b>{snapshot.poll_errors}</b> failing to poll</span>'
+@dataclass(frozen=True)
+class Segment:
+    """One part of the stacked bar: a name, its rows, its fill colour (CSS)."""
+
+    name: str
+    count: int
+    colour: str
+
+
+@dataclass(frozen=True)
+class BarState:
+    """The stacked bar: ``segments`` add up to ``total``; ``value`` / ``max`` as a progress bar's
+    (rows finished, all rows)."""
+
+    total: int
+    finished: int
+    segments: tuple[Segment, ...]
+
+    @property
+    def value(self) -> int:
+        return self.finished
+
+    @property
+    def max(self) -> int:
+        return self.total
+
+    def counts(self) -> dict[str, int]:
+        """Segment name -> rows."""
+        return {segment.name: segment.count for segment in self.segments}
+
+
+def _bar(snapshot: Snapshot) -> BarState:
+    parts = (
+        ("completed", snapshot.completed),
+        ("failed", snapshot.failed + snapshot.closed + snapshot.submit_failed),
+        ("uncertain", snapshot.uncertain),
+        ("running", snapshot.running),
+        ("not yet sent", snapshot.waiting),
+    )
+    segments = tuple(
+        Segment(name, count, COLOURS[name])
+        for name, count in parts
+        if count or name != "uncertain"  # the four main parts always, so the legend stays put
+    )
+    return BarState(snapshot.total, snapshot.finished, segments)
+
+
+def _groups(snapshot: Snapshot) -> tuple[FailureGroup, ...]:
+    """The snapshot's failure groups, and the runs still going when a call stopped early.
+
+    For engines that do not group failures, one group per kind from the counts (no codes, no
+    rows: their ``recent_failures`` are shown apart).
+    """
+    groups = list(snapshot.failures)
+    if not groups:
+        counted = (
+            ("submission uncertain", snapshot.uncertain),
+            ("submission failed", snapshot.submit_failed),
+            ("failed", snapshot.failed),
+            ("closed", snapshot.closed),
+            ("failing to poll", snapshot.poll_errors),
         )
-    return " &middot; ".join(cells) or "nothing yet"
+        groups = [FailureGroup(kind, None, count) for kind, count in counted if count]
+    if (
+        snapshot.phase == "stopped"
+        and snapshot.running
+        and not any(g.kind == "still running" for g in groups)
+    ):
+        groups.append(FailureGroup("still running", None, snapshot.running))
+    return tuple(groups)
 
 
-def _failures_html(failures: Sequence[FailureNote], shown: int = 5) -> str:
-    if not failures:
+def _slowdown(pacing: PacingState | None) -> tuple[str, ...]:
+    """Why the batch goes slower than it could, in words (empty: it does not)."""
+    if pacing is None:
+        return ()
+    reasons = []
+    if pacing.paused_for > 0:
+        reasons.append(f"paused {pacing.paused_for:.1f}s after a 429")
+    if pacing.rate_limited:
+        reasons.append(f"rate-limited {pacing.rate_limited:,} times (429)")
+    if pacing.max_in_flight and pacing.limit < pacing.max_in_flight:
+        reasons.append(f"{pacing.limit} of {pacing.max_in_flight} requests in flight allowed")
+    if pacing.backing_off:
+        rows = "row" if pacing.backing_off == 1 else "rows"
+        reasons.append(f"backing off: {pacing.backing_off:,} {rows} polled less often")
+    if reasons and pacing.requests_per_second is not None:
+        reasons.append(f"{pacing.requests_per_second:.1f} requests/s")
+    return tuple(reasons)
+
+
+def _rows_text(group: FailureGroup) -> str:
+    shown = ", ".join(str(key) for key in group.row_keys)
+    more = group.count - len(group.row_keys)
+    if not shown:
         return ""
-    items = []
-    for note in list(failures)[-shown:]:
-        error = note.error if len(note.error) <= 160 else note.error[:157] + "..."
-        items.append(
-            f"<li><code>{html.escape(str(note.row_key))}</code> "
-            f"<code>{html.escape(str(note.run_id or '-'))}</code>: {html.escape(error)}</li>"
+    word = "row" if group.count == 1 else "rows"
+    return f"{word} {shown}" + (f" and {more:,} more" if more > 0 else "")
+
+
+def action_for(group: FailureGroup) -> str:
+    """What to do about a failure group (code in backticks), naming its rows where it can."""
+    template = ACTIONS.get(group.kind, "see `batch.status`")
+    if group.row_keys and len(group.row_keys) >= group.count:
+        rows = repr(list(group.row_keys))
+    else:
+        status = _GROUP_STATUS.get(group.kind, "")
+        rows = f"batch.status.query(\"status == '{status}'\").index"
+    return template.format(rows=rows)
+
+
+def _code_html(text: str) -> str:
+    """Escape ``text`` and show its backticked spans as code."""
+    pieces = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+
+
+@dataclass(frozen=True)
+class View:
+    """What a progress display shows for one snapshot, rendered as text or as HTML.
+
+    ``phase`` is the display's phase (see :class:`_Throttled`), ``rate`` runs finished per
+    minute, ``eta`` seconds left at that pace (``None``: not known yet), ``slowdown`` why the
+    batch is slow, ``failures`` the rows that went wrong by kind and error code, ``notes`` the
+    latest failures of engines that do not group them.
+    """
+
+    phase: str
+    bar: BarState
+    elapsed: float
+    rate: float | None = None
+    eta: float | None = None
+    workflow_id: str | None = None
+    journal: str | None = None
+    slowdown: tuple[str, ...] = ()
+    failures: tuple[FailureGroup, ...] = ()
+    notes: tuple[FailureNote, ...] = ()
+
+    @classmethod
+    def of(
+        cls, snapshot: Snapshot, phase: str, rate: float | None = None, eta: float | None = None
+    ) -> View:
+        """The view of ``snapshot`` shown in ``phase`` at ``rate`` runs/min, ``eta`` left."""
+        return cls(
+            phase=phase,
+            bar=_bar(snapshot),
+            elapsed=snapshot.elapsed,
+            rate=rate,
+            eta=eta,
+            workflow_id=snapshot.workflow_id,
+            journal=snapshot.journal,
+            slowdown=_slowdown(snapshot.pacing),
+            failures=_groups(snapshot),
+            notes=tuple(snapshot.recent_failures) if not snapshot.failures else (),
         )
+
+    @property
+    def ended(self) -> bool:
+        """The call is over (``"done"``, ``"stopped"``, or ``"submitted"`` without waiting)."""
+        return self.phase in ENDED
+
+    # ---------------------------------------------------------------- text
+
+    def title(self) -> str:
+        """``Plextera batch · incoming-claim · journal claims.plextera.db``."""
+        parts = ["Plextera batch"]
+        if self.workflow_id:
+            parts.append(self.workflow_id)
+        if self.journal:
+            parts.append(f"journal {self.journal}")
+        return " · ".join(parts)
+
+    def pace(self) -> list[str]:
+        """Elapsed, runs per minute and time left, as far as known."""
+        parts = [f"elapsed {format_duration(self.elapsed)}"]
+        if self.rate is not None:
+            parts.append(f"{self.rate:,.0f} runs/min")
+        if not self.ended and self.eta is not None:
+            parts.append(f"about {format_duration(self.eta)} left")
+        return parts
+
+    def line(self) -> str:
+        """One plain line: ``polling: 12/40 finished (completed 10, ...) | ... | elapsed 9s``
+        (counts without thousands separators, for logs that are searched)."""
+        bar = self.bar
+        counts = ", ".join(f"{s.name} {s.count}" for s in bar.segments if s.count)
+        parts = [f"{self.phase}: {bar.finished}/{bar.total} finished"]
+        if counts:
+            parts[0] += f" ({counts})"
+        parts.extend(self.pace())
+        if self.slowdown:
+            parts.append("slowed: " + ", ".join(self.slowdown))
+        return " | ".join(parts)
+
+    def failure_lines(self) -> list[str]:
+        """One line per failure group (count, kind, code, first rows), then its action."""
+        lines = []
+        for group in self.failures:
+            head = f"{group.count:,} {group.kind}"
+            if group.code:
+                head += f" {group.code}"
+            rows = _rows_text(group)
+            lines.append(f"{head}: {rows}" if rows else head)
+            lines.append(f"  -> {action_for(group)}")
+            if group.message:
+                lines.append(f"  latest: {group.message}")
+        for note in self.notes:
+            lines.append(f"latest failure: row {note.row_key}: {note.error}")
+        return lines
+
+    def text(self) -> str:
+        """The whole display as plain text (the ``text/plain`` twin of the HTML)."""
+        lines = [self.title(), self.line(), *self.failure_lines()]
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- HTML
+
+    def html(self, updated: str | None = None) -> str:
+        """The display as one HTML block; ``updated`` (a clock time) is said while running."""
+        bar = self.bar
+        esc = html.escape
+        title = "<b>Plextera batch</b>"
+        if self.workflow_id:
+            title += f" &middot; <code>{esc(self.workflow_id)}</code>"
+        if self.journal:
+            title += f" &middot; journal <code>{esc(self.journal)}</code>"
+        pace = self.pace()
+        if updated and not self.ended:
+            pace.append(f"updated {esc(updated)}")
+        slow = ""
+        if self.slowdown:
+            slow = f"<div>Slowed by the API: {esc(', '.join(self.slowdown))}</div>"
+        return (
+            '<div class="plextera-progress" style="line-height:1.5;max-width:48em;'
+            'margin:2px 0">'
+            f"<div>{title}</div>"
+            f"<div><b>{esc(self.phase)}</b> &middot; {bar.finished:,} of {bar.total:,} "
+            "finished</div>"
+            f"{_bar_html(bar)}{_legend_html(bar)}"
+            f'<div style="color:{MUTED}">{" &middot; ".join(pace)}</div>'
+            f"{slow}{_failures_html(self.failures, self.notes)}</div>"
+        )
+
+
+def _bar_html(bar: BarState) -> str:
+    label = ", ".join(f"{s.count:,} {s.name}" for s in bar.segments if s.count) or "no rows"
+    parts = "".join(
+        f'<div title="{segment.count:,} {segment.name}" style="width:'
+        f'{100 * segment.count / bar.total:.3f}%;background:{segment.colour}"></div>'
+        for segment in bar.segments
+        if segment.count and bar.total
+    )
     return (
-        '<div style="font-size:90%"><b>Recent failures</b>'
-        f'<ul style="margin:2px 0 0 0">{"".join(items)}</ul></div>'
+        f'<div role="img" aria-label="{html.escape(label)}" style="display:flex;height:12px;'
+        "width:100%;margin:4px 0;border:1px solid var(--jp-border-color1, #bdbdbd);"
+        f'border-radius:3px;overflow:hidden">{parts}</div>'
     )
 
 
-def summary_html(snapshot: Snapshot, rate: float | None = None, eta: float | None = None) -> str:
-    """The summary as a small HTML block (what the widget shows, and its static fallback)."""
-    pace = [f"elapsed {format_duration(snapshot.elapsed)}"]
-    if rate is not None:
-        pace.append(f"{rate:.0f} runs/min")
-    if snapshot.phase not in ("done", "stopped") and eta is not None:
-        pace.append(f"about {format_duration(eta)} left")
-    return (
-        f"<div><b>Plextera batch</b> &middot; {html.escape(snapshot.phase)} &middot; "
-        f"{snapshot.finished} of {snapshot.total} finished<br>"
-        f"{_counts_html(snapshot)}<br>"
-        f'<span style="color:#757575">{" &middot; ".join(pace)}</span>'
-        f"{_failures_html(snapshot.recent_failures)}</div>"
+def _legend_html(bar: BarState) -> str:
+    items = "".join(
+        '<span style="margin-right:1.2em;white-space:nowrap">'
+        f'<span style="display:inline-block;width:0.8em;height:0.8em;margin-right:0.3em;'
+        f'vertical-align:-0.05em;border-radius:2px;background:{segment.colour}"></span>'
+        f"<b>{segment.count:,}</b> {html.escape(segment.name)}</span>"
+        for segment in bar.segments
     )
+    return f"<div>{items}</div>"
+
+
+def _message_html(summary: str, message: str) -> str:
+    """A full message, shown on demand under ``summary`` (both HTML-escaped by the caller)."""
+    return (
+        f"<details><summary>{summary}</summary>"
+        '<div style="white-space:pre-wrap;overflow-wrap:anywhere;margin:2px 0 4px 1em">'
+        f"{message}</div></details>"
+    )
+
+
+def _failures_html(failures: Sequence[FailureGroup], notes: Sequence[FailureNote]) -> str:
+    if not failures and not notes:
+        return ""
+    esc = html.escape
+    items = []
+    for group in failures:
+        head = f"<b>{group.count:,}</b> {esc(group.kind)}"
+        if group.code:
+            head += f" <code>{esc(group.code)}</code>"
+        rows = _rows_text(group)
+        if rows:
+            head += f": {esc(rows)}"
+        detail = ""
+        if group.message:
+            run = f" (run <code>{esc(group.run_id)}</code>)" if group.run_id else ""
+            detail = _message_html(f"latest message{run}", esc(group.message))
+        items.append(f"<li>{head}<br>&rarr; {_code_html(action_for(group))}{detail}</li>")
+    for note in notes:
+        run = f" (run <code>{esc(note.run_id)}</code>)" if note.run_id else ""
+        summary = f"latest failure: row <code>{esc(str(note.row_key))}</code>{run}"
+        items.append(f"<li>{_message_html(summary, esc(note.error))}</li>")
+    return (
+        "<div><b>Rows that did not complete</b>"
+        f'<ul style="margin:2px 0 0 0;padding-left:1.4em">{"".join(items)}</ul></div>'
+    )
+
+
+# --------------------------------------------------------------------------- the shared throttle
 
 
 class _Throttled:
-    """What the reporters share: they keep the pace of finished runs, and draw the first
-    snapshot, each phase change, and otherwise at most once per ``min_interval`` seconds."""
+    """What the reporters share: the pace of finished runs, the phase rule and when to draw.
+
+    The phase shown is the snapshot's, except that once this call has been seen submitting it
+    says ``"submitting"`` for as long as rows are unsent, whatever engine fed the snapshot (no
+    flicker between a submitter's and a poller's snapshots), and ``"polling"`` once none is.
+
+    A reporter draws the first snapshot, each phase change, and otherwise a snapshot whose text
+    differs from the last one drawn, at most once per ``min_interval`` seconds (the elapsed time
+    changes every second, so a display redraws at least that often while it runs).
+    """
 
     def __init__(self, min_interval: float, clock: Callable[[], float]) -> None:
         self.min_interval = min_interval
         self._clock = clock
         self._last_draw: float | None = None
-        self._last_phase: str | None = None
+        self._sending = False
         self._throughput = _Throughput()
+        #: The view drawn last (``None`` before the first draw).
+        self.view: View | None = None
+        #: How many times the reporter drew.
+        self.draws = 0
+        self.closed = False
 
-    def _draw(self, snapshot: Snapshot) -> None:
+    def _phase(self, snapshot: Snapshot) -> str:
+        phase = snapshot.phase
+        if phase == "submitting":
+            self._sending = True
+        if phase not in ("submitting", "polling"):
+            return phase
+        return "submitting" if self._sending and snapshot.waiting > 0 else "polling"
+
+    def _view(self, snapshot: Snapshot) -> View:
+        throughput = self._throughput
+        return View.of(
+            snapshot, self._phase(snapshot), throughput.per_minute(), throughput.eta(snapshot)
+        )
+
+    def _render(self, view: View, final: bool) -> None:
         raise NotImplementedError
 
-    def _drawn(self, phase: str) -> None:
+    def _draw(self, view: View, final: bool = False) -> None:
+        try:
+            self._render(view, final)
+        except OSError:  # the output went away (a closed pipe: `... 2>&1 | head`): stop drawing
+            self.closed = True
+            return
+        self.view = view
+        self.draws += 1
         self._last_draw = self._clock()
-        self._last_phase = phase
 
     def update(self, snapshot: Snapshot) -> None:
+        """Take a snapshot; draw it if it is due (see the class docstring)."""
+        if self.closed:
+            return
         self._throughput.add(snapshot)
+        view = self._view(snapshot)
+        last = self.view
         if (
-            self._last_draw is None
-            or snapshot.phase != self._last_phase
-            or self._clock() - self._last_draw >= self.min_interval
+            last is None
+            or self._last_draw is None
+            or view.phase != last.phase
+            or (self._clock() - self._last_draw >= self.min_interval and view.text() != last.text())
         ):
-            self._draw(snapshot)
+            self._draw(view)
+
+    def close(self, snapshot: Snapshot) -> None:
+        """Draw the final snapshot (always) and stop drawing."""
+        if self.closed:
+            return
+        self._throughput.add(snapshot)
+        self._draw(self._view(snapshot), final=True)
+        self.closed = True
 
 
 # --------------------------------------------------------------------------- text (logs, CI)
@@ -350,7 +680,8 @@ class _Throttled:
 
 class TextReporter(_Throttled):
     """Periodic plain lines for non-TTY output (CI logs, files): one line every ``interval``
-    seconds at most, plus one at each phase change and one at the end."""
+    seconds at most, plus one at each phase change and one at the end (with one more naming
+    the failure groups, if any)."""
 
     def __init__(
         self,
@@ -365,23 +696,27 @@ class TextReporter(_Throttled):
         self.prefix = prefix
         self.lines_written = 0
 
-    def _draw(self, snapshot: Snapshot) -> None:
-        line = summary_text(snapshot, self._throughput.per_minute(), self._throughput.eta(snapshot))
+    def _write(self, line: str) -> None:
         self.stream.write(self.prefix + line + "\n")
-        self.stream.flush()
         self.lines_written += 1
-        self._drawn(snapshot.phase)
 
-    def close(self, snapshot: Snapshot) -> None:
-        self._throughput.add(snapshot)
-        self._draw(snapshot)
+    def _render(self, view: View, final: bool) -> None:
+        self._write(view.line())
+        if final and view.failures:
+            kinds = "; ".join(
+                f"{g.count:,} {g.kind}" + (f" {g.code}" if g.code else "") for g in view.failures
+            )
+            self._write(f"did not complete: {kinds} (see batch.status)")
+        self.stream.flush()
 
 
 # --------------------------------------------------------------------------- terminal (tqdm)
 
 
 class TqdmReporter(_Throttled):
-    """A single updating line on a terminal (tqdm): finished of total, counts, pace."""
+    """A single updating line on a terminal (tqdm): phase, finished of total, the counts, the
+    pace and the time left (this module's estimate, the same as the other displays'), and why
+    the batch is slow."""
 
     def __init__(
         self,
@@ -402,30 +737,26 @@ class TqdmReporter(_Throttled):
             dynamic_ncols=True,
             mininterval=0,
             leave=True,
-            smoothing=0.1,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
-            "[{elapsed}<{remaining}{postfix}]",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}",
         )
 
-    def _draw(self, snapshot: Snapshot) -> None:
+    def _render(self, view: View, final: bool) -> None:
         bar = self.bar
-        if bar.total != snapshot.total:
-            bar.total = snapshot.total
-        bar.n = snapshot.finished
-        bar.set_description_str(snapshot.phase, refresh=False)
-        counts = ", ".join(f"{n} {c}" for n, c in snapshot.counts().items() if n != "completed")
-        if snapshot.poll_errors:
-            counts += f", {snapshot.poll_errors} failing to poll"
-        bar.set_postfix_str(counts.strip(", "), refresh=False)
+        if bar.total != view.bar.total:
+            bar.total = view.bar.total
+        bar.n = view.bar.finished
+        bar.set_description_str(view.phase, refresh=False)
+        counts = [f"{s.name} {s.count:,}" for s in view.bar.segments if s.count]
+        parts = [", ".join(counts), *view.pace()]
+        if view.slowdown:
+            parts.append("slowed: " + ", ".join(view.slowdown))
+        bar.set_postfix_str(" · ".join(part for part in parts if part), refresh=False)
         bar.refresh()
-        self._drawn(snapshot.phase)
-
-    def close(self, snapshot: Snapshot) -> None:
-        self._draw(snapshot)
-        self.bar.close()
+        if final:
+            bar.close()
 
 
-# --------------------------------------------------------------------------- notebook widget
+# --------------------------------------------------------------------------- notebook
 
 
 def in_notebook() -> bool:
@@ -446,22 +777,18 @@ def in_notebook() -> bool:
         return False
 
 
-class _StaticSummary:
-    """What replaces the widget's output when it closes: HTML with a plain-text twin."""
+class NotebookReporter(_Throttled):
+    """The notebook display: one HTML output (with a ``text/plain`` twin), updated in place.
 
-    def __init__(self, text: str, html_text: str) -> None:
-        self.text = text
-        self.html_text = html_text
+    It is shown at the first draw with ``display_id`` (default: a new one) and then updated by
+    that id: no widget model, so nothing to load after a reload, nothing stale in a saved
+    notebook, and the same HTML live and saved. A front end shows every output carrying the
+    display id, in any cell, updated together. While the batch runs the block says when it was
+    last updated: after a page reload it is the state of the notebook's last save, and the kernel
+    goes on working (display ``batch`` again once the cell has finished).
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
-        return {"text/plain": self.text, "text/html": self.html_text}
-
-
-class WidgetReporter(_Throttled):
-    """An ipywidgets progress display: bar, counts per status, pace, time left, recent failures.
-
-    ``display=False`` builds the widget without showing it (tests inspect ``bar``, ``label`` and
-    ``summary``). Redraws at most every ``min_interval`` seconds (and at every phase change).
+    ``display=False`` draws without showing (tests read ``view``, ``html``, ``text`` and
+    ``bundles``). ``wall`` gives the clock time written as "updated".
     """
 
     def __init__(
@@ -469,82 +796,76 @@ class WidgetReporter(_Throttled):
         total: int,
         *,
         display: bool = True,
-        min_interval: float = 0.25,
+        display_id: str | None = None,
+        min_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], str] = lambda: time.strftime("%H:%M:%S"),
     ) -> None:
-        import ipywidgets as widgets
-
         super().__init__(min_interval, clock)
-        self.redraws = 0
-        self.bar = widgets.IntProgress(
-            value=0,
-            min=0,
-            max=max(total, 1),
-            description="starting",
-            bar_style="info",
-            layout=widgets.Layout(width="60%"),
-            style={"description_width": "initial"},
+        self.total = total
+        self.display_id = display_id or f"plextera-progress-{uuid.uuid4().hex}"
+        self.text = f"Plextera batch: starting, {total:,} rows"
+        self.html = f"<div>{html.escape(self.text)}</div>"
+        #: Every bundle drawn, in order, when ``display=False`` (tests).
+        self.bundles: list[dict[str, str]] = []
+        self._display = display
+        self._shown = False
+        self._wall = wall
+
+    @property
+    def bar(self) -> BarState:
+        """The stacked bar drawn last."""
+        if self.view is None:
+            return BarState(self.total, 0, ())
+        return self.view.bar
+
+    @property
+    def summary(self) -> str:
+        """The one-line summary drawn last (as :class:`TextReporter` writes it)."""
+        return self.view.line() if self.view is not None else ""
+
+    def bundle(self) -> dict[str, str]:
+        """The MIME bundle drawn last: ``text/html`` and its ``text/plain`` twin."""
+        return {"text/plain": self.text, "text/html": self.html}
+
+    def _render(self, view: View, final: bool) -> None:
+        self.html = view.html(updated=None if final else self._wall())
+        self.text = view.text()
+        if not self._display:
+            self.bundles.append(self.bundle())
+            return
+        from IPython.display import display, update_display
+
+        if self._shown:
+            update_display(self.bundle(), raw=True, display_id=self.display_id)
+        else:
+            display(self.bundle(), raw=True, display_id=self.display_id)
+            self._shown = True
+
+    def show(self) -> None:
+        """Show the display again in the current cell, as a new output with the same display id,
+        which the front end updates with the others (after a page reload, for instance: the new
+        page follows the live display from then on). ``reporter`` as a cell's last line does it.
+        """
+        from IPython.display import display
+
+        display(self.bundle(), raw=True, display_id=self.display_id)
+        self._shown = True
+
+    def _ipython_display_(self) -> None:
+        self.show()
+
+
+class WidgetReporter(NotebookReporter):
+    """Deprecated: the notebook display is :class:`NotebookReporter` (plain HTML, no widget)."""
+
+    def __init__(self, total: int, **kwargs: Any) -> None:
+        warnings.warn(
+            "WidgetReporter is now NotebookReporter (an HTML display, no ipywidgets)",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        self.label = widgets.HTML(value=f"<div>0 of {total} finished</div>")
-        self.box = _summary_vbox_class()(children=[self.bar, self.label])
-        self.box.fallback = _StaticSummary(f"Plextera batch: 0 of {total} finished", "")
-        self.summary: str = ""
-        self.summary_html: str = ""
-        self.closed = False
-        self._handle: Any = None
-        if display:
-            from IPython.display import display as ipython_display
-
-            self._handle = ipython_display(self.box, display_id=True)
-
-    def _draw(self, snapshot: Snapshot, final: bool = False) -> None:
-        rate, eta = self._throughput.per_minute(), self._throughput.eta(snapshot)
-        self.summary = summary_text(snapshot, rate, eta)
-        self.summary_html = summary_html(snapshot, rate, eta)
-        self.bar.max = max(snapshot.total, 1)
-        self.bar.value = snapshot.finished
-        self.bar.description = f"{snapshot.phase} {snapshot.finished}/{snapshot.total}"
-        if final:
-            bad = snapshot.failed + snapshot.closed + snapshot.submit_failed + snapshot.uncertain
-            self.bar.bar_style = "warning" if bad or snapshot.phase == "stopped" else "success"
-        self.label.value = self.summary_html
-        self.box.fallback = _StaticSummary("Plextera batch " + self.summary, self.summary_html)
-        self._drawn(snapshot.phase)
-        self.redraws += 1
-
-    def close(self, snapshot: Snapshot) -> None:
-        """Draw the final state, then swap the live widget's output for a static summary that
-        stays readable in a saved notebook or a front end without a widget manager."""
-        self._throughput.add(snapshot)
-        self._draw(snapshot, final=True)
-        self.closed = True
-        if self._handle is not None:
-            # A front end that refuses display updates keeps the live widget: not worth failing.
-            with contextlib.suppress(Exception):
-                self._handle.update(self.box.fallback)
-
-
-@functools.cache
-def _summary_vbox_class() -> type:
-    """The widget's container, built at first use so ipywidgets is imported only when needed."""
-    import ipywidgets as widgets
-
-    class SummaryVBox(widgets.VBox):
-        """A VBox whose display bundle carries a readable text/plain and text/html summary next
-        to the widget view, instead of ``VBox(children=...)``."""
-
-        fallback: _StaticSummary | None = None
-
-        def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-            data = super()._repr_mimebundle_(**kwargs)
-            if isinstance(data, dict) and self.fallback is not None:
-                data = dict(data)
-                data["text/plain"] = self.fallback.text
-                if self.fallback.html_text:
-                    data["text/html"] = self.fallback.html_text
-            return data
-
-    return SummaryVBox
+        super().__init__(total, **kwargs)
 
 
 # --------------------------------------------------------------------------- choosing one
@@ -563,13 +884,16 @@ def open_progress(
     *,
     total: int,
     stream: IO[str] | None = None,
+    display_id: str | None = None,
 ) -> ProgressReporter:
-    """A reporter for ``progress``: ``False`` is silent; ``True`` / ``"auto"`` picks a widget in a
-    notebook, a single updating line on a TTY, periodic plain lines elsewhere; ``"widget"``,
-    ``"tty"`` and ``"text"`` force one; an object with ``update``/``close`` is used as is.
+    """A reporter for ``progress``: ``False`` is silent; ``True`` / ``"auto"`` picks the HTML
+    display in a notebook, a single updating line on a TTY, periodic plain lines elsewhere;
+    ``"notebook"`` (or ``"widget"``), ``"tty"`` and ``"text"`` force one; an object with
+    ``update``/``close`` is used as is.
 
-    A missing ipywidgets (or tqdm) degrades to text with one hint line, never an exception.
-    ``stream`` (default ``sys.stderr``) is where the terminal and text reporters write.
+    ``stream`` (default ``sys.stderr``) is where the terminal and text reporters write;
+    ``display_id`` the notebook display's id (pass the same one to show one batch's calls in
+    one display, updated together).
     """
     if progress is False or progress is None:
         return NullReporter()
@@ -577,17 +901,13 @@ def open_progress(
         return progress
     out = stream if stream is not None else sys.stderr
     mode = "auto" if progress is True else progress.lower()
-    if mode not in ("auto", "widget", "tty", "text"):
+    if mode not in ("auto", "notebook", "widget", "tty", "text"):
         raise ValueError(
-            f"progress must be True, False, 'auto', 'widget', 'tty', 'text' or a reporter; "
+            "progress must be True, False, 'auto', 'notebook', 'tty', 'text' or a reporter; "
             f"got {progress!r}"
         )
-    if mode == "widget" or (mode == "auto" and in_notebook()):
-        try:
-            return WidgetReporter(total)
-        except ImportError:
-            out.write(WIDGET_HINT + "\n")
-            return TextReporter(out)
+    if mode in ("notebook", "widget") or (mode == "auto" and in_notebook()):
+        return NotebookReporter(total, display_id=display_id)
     if mode == "tty" or (mode == "auto" and _is_tty(out)):
         try:
             return TqdmReporter(total, out)

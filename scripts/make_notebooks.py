@@ -30,6 +30,7 @@ import pandas as pd
 import plextera_data as px
 
 pd.set_option("display.width", 120)
+pd.set_option("display.max_colwidth", None)  # error messages in full
 if os.environ.get("PLEXTERA_API_KEY") and os.environ.get("PLEXTERA_BASE_URL"):
     server = None
     client = px.Client()  # your key and base URL, from the environment
@@ -95,14 +96,19 @@ def quickstart() -> nbformat.NotebookNode:
             "value column per JSON type)."
         ),
         new_code_cell("tables = px.flatten([run, claim])\ntables"),
+        new_markdown_cell(
+            "Each leaf's value sits in the column of its type (`value_str`, `value_int`, "
+            "`value_float`, `value_bool`; `value_json` for the rest), so integers stay integers."
+        ),
         new_code_cell(
-            'tables.outputs[["step_name", "path", "value_type", "value_str", "value_float"]]'
+            'tables.outputs[["step_name", "path", "value_type", "value_str", "value_int",\n'
+            '                "value_float", "value_bool"]]'
         ),
         new_code_cell("tables.outputs_wide().T"),
         new_markdown_cell(
             "## Many runs: a DataFrame\n\n"
             "`px.submit` starts one run per row and `wait=True` polls them together, with a "
-            "progress widget."
+            "progress display."
         ),
         new_code_cell(
             "labs = pd.DataFrame(\n"
@@ -197,17 +203,25 @@ def bulk_analysis() -> nbformat.NotebookNode:
             "when the document is missing."
         ),
         new_code_cell(
+            "from matplotlib.ticker import MaxNLocator, PercentFormatter\n\n"
+            'claim_runs = claims_tables.runs.query("depth == 0").set_index("row_key")\n'
             "by_state = (\n"
-            '    claims.join(claims_tables.runs.set_index("row_key")["status"])\n'
+            '    claims.join(claim_runs["status"])\n'
             '    .assign(failed=lambda frame: frame["status"] == "FAILED")\n'
-            '    .groupby("state")["failed"].agg(["mean", "size"])\n'
-            '    .sort_values(["mean", "size"], ascending=False)\n'
+            '    .groupby("state")["failed"].agg(failed="sum", runs="size")\n'
+            '    .assign(rate=lambda frame: frame["failed"] / frame["runs"])\n'
+            '    .sort_values(["rate", "runs"], ascending=False)\n'
             ")\n"
-            "fig, ax = plt.subplots(figsize=(8, 3.2))\n"
-            'ax.bar(by_state.index, by_state["mean"], color=["#c0392b" if m > 0.5 else '
-            '"#2e86c1" for m in by_state["mean"]])\n'
-            'ax.set_ylabel("failure rate")\n'
-            'ax.set_title("incoming-claim: share of failed runs per state")\n'
+            "fig, ax = plt.subplots(figsize=(9, 3.4))\n"
+            'bars = ax.bar(by_state.index, by_state["rate"], color="#2e86c1")\n'
+            "# Every state gets its label, those without a failure too (a bar of height 0).\n"
+            'labels = [f"{f}/{n}" for f, n in zip(by_state["failed"], by_state["runs"])]\n'
+            "ax.bar_label(bars, labels=labels, padding=2, fontsize=8)\n"
+            'ax.set_xlabel("state of the claim")\n'
+            'ax.set_ylabel("runs that failed")\n'
+            "ax.yaxis.set_major_formatter(PercentFormatter(1.0))\n"
+            "ax.set_ylim(0, 1.15)\n"
+            'ax.set_title("incoming-claim: failed runs per state (labels: failed / all runs)")\n'
             "fig.tight_layout()\n"
             "plt.show()"
         ),
@@ -218,23 +232,45 @@ def bulk_analysis() -> nbformat.NotebookNode:
         ),
         new_code_cell(
             'runs["duration_s"] = runs["computed_duration_ms"] / 1000\n'
-            'runs.groupby("workflow_id")["duration_s"].describe().round(2)'
+            'top = runs[runs["depth"] == 0]\n'
+            'top.groupby(["workflow_id", "status"])["duration_s"].agg(\n'
+            '    runs="size", median="median", p90=lambda s: s.quantile(0.9), longest="max"\n'
+            ").round(2)"
         ),
         new_code_cell(
-            "fig, ax = plt.subplots(figsize=(8, 3.2))\n"
-            'for workflow_id, group in runs.groupby("workflow_id"):\n'
-            '    ax.hist(group["duration_s"].dropna(), bins=30, alpha=0.6, label=workflow_id)\n'
-            'ax.set_xlabel("run duration (s)")\n'
-            'ax.set_ylabel("runs")\n'
-            'ax.set_title("Duration distribution per workflow")\n'
-            "ax.legend()\n"
+            "import numpy as np\n\n"
+            "# One set of bins for every workflow, so the panels compare; failed runs apart.\n"
+            'bins = np.histogram_bin_edges(top["duration_s"].dropna(), bins=24)\n'
+            'workflows = sorted(top["workflow_id"].unique())\n'
+            "fig, axes = plt.subplots(len(workflows), 1, figsize=(8, 2.4 * len(workflows)),\n"
+            "                         sharex=True, squeeze=False)\n"
+            "for ax, workflow_id in zip(axes[:, 0], workflows):\n"
+            '    group = top[top["workflow_id"] == workflow_id]\n'
+            '    done = group.loc[group["status"] == "COMPLETED", "duration_s"].dropna()\n'
+            '    failed = group.loc[group["status"] == "FAILED", "duration_s"].dropna()\n'
+            '    counts, _, _ = ax.hist(done, bins=bins, color="#2e86c1",\n'
+            '                           label=f"completed ({len(done)})")\n'
+            "    if len(failed):  # outlined bars where runs failed, beside the completed ones\n"
+            "        failed_counts, _ = np.histogram(failed, bins=bins)\n"
+            "        shown = failed_counts > 0\n"
+            "        ax.bar(bins[:-1][shown], failed_counts[shown], width=np.diff(bins)[shown],\n"
+            '               align="edge", fill=False, edgecolor="#b03a2e", linewidth=1.6,\n'
+            '               label=f"failed ({len(failed)})")\n'
+            "    ax.set_ylim(0, max(counts.max(), 1) * 1.35)  # room for the legend\n"
+            '    ax.set_title(workflow_id, loc="left", fontsize=10)\n'
+            '    ax.set_ylabel("runs")\n'
+            "    ax.yaxis.set_major_locator(MaxNLocator(integer=True))\n"
+            '    ax.legend(frameon=False, loc="upper right")\n'
+            'axes[-1, 0].set_xlabel("run duration (s), from the run\'s own timestamps")\n'
+            'fig.suptitle("How long runs take, per workflow")\n'
             "fig.tight_layout()\n"
             "plt.show()"
         ),
         new_markdown_cell(
             "## Outputs joined back to the input rows\n\n"
             "`batch.results()` is the input frame, same index and order, with each run's id, "
-            "status and one column per step output."
+            "status and one column per step output. `difference` shows where the amount read "
+            "from the document and the amount claimed disagree."
         ),
         new_code_cell(
             "wide = claims_batch.results()\n"
@@ -243,8 +279,11 @@ def bulk_analysis() -> nbformat.NotebookNode:
             '    "Extracted Document / fields[2].confidence": "confidence",\n'
             '    "Route Result / queue": "queue",\n'
             "})\n"
-            'extracted[["state", "amountClaimed", "status", "amountExtracted", "confidence", '
-            '"queue"]].head(8)'
+            'extracted["difference"] = (\n'
+            '    extracted["amountExtracted"] - extracted["amountClaimed"]\n'
+            ").round(2)\n"
+            'extracted[["state", "amountClaimed", "amountExtracted", "difference", "confidence", '
+            '"status", "queue"]].head(8)'
         ),
         new_code_cell(
             'completed = extracted[extracted["status"] == "COMPLETED"]\n'

@@ -25,7 +25,7 @@ from plextera_data.ledger import Ledger, RowState
 from plextera_data.models import TERMINAL_STATUSES, Run
 from plextera_data.pacing import Pacer
 from plextera_data.poll import _RowPlan
-from plextera_data.progress import WidgetReporter
+from plextera_data.progress import NotebookReporter
 from plextera_data.simulator import Fault, Simulator
 
 SPEED = 100.0
@@ -90,7 +90,7 @@ def test_thousand_runs_all_terminal_none_polled_after_terminal(
 ) -> None:
     sim, server = sim_server
     batch = make_batch(sim, server, spread(1000))
-    reporter = WidgetReporter(len(batch.rows), display=False)
+    reporter = NotebookReporter(len(batch.rows), display=False)
     asyncio.run(batch.wait_async(progress=reporter, time_scale=FAST["time_scale"]))
     assert_all_accounted(batch, sim)
     # The widget ends in its final state: all finished, the summary says done.

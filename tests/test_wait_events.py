@@ -4,6 +4,7 @@ event without outputs costs one GET; runs whose event was lost are still polled 
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,19 @@ def durations(n: int, seed: int = 1) -> pd.DataFrame:
 
 
 def test_runs_with_events_finish_without_a_get(receiver: Any) -> None:
-    sim, server = served(DeliveryOptions(), receiver)
-    with sim, server:
+    # A manual clock: the runs end when the clock is advanced, from another thread, while the
+    # batch waits; a poll would come only an hour after its planned time.
+    sim = Simulator(seed=3, speed=None, deliveries=DeliveryOptions())
+    sim.create_subscription(receiver.url + "hooks", EVENTS, SECRET, None)
+    with sim, sim.serve() as server:
         client = px.Client(**server.client_options())
         batch = px.submit(durations(120), "variable-duration", client=client, progress=False)
-        batch.wait(events=receiver.store, progress=False)
+        later = threading.Timer(0.2, sim.clock.advance, args=(60.0,))
+        later.start()
+        try:
+            batch.wait(events=receiver.store, progress=False, event_grace=3600, timeout=60)
+        finally:
+            later.join()
         assert all(r.status in TERMINAL_STATUSES for r in batch.rows)
         for row in batch.rows:
             assert row.run_id is not None
@@ -66,7 +75,8 @@ def test_lost_and_duplicated_events_cost_delay_never_a_run(receiver: Any) -> Non
         batch = px.submit(
             durations(150, seed=2), "variable-duration", client=client, progress=False
         )
-        batch.wait(events=receiver.store, progress=False)
+        # Polls wait 300 simulated seconds (6 s) past their planned time for the events.
+        batch.wait(events=receiver.store, progress=False, event_grace=300)
         assert all(r.status in TERMINAL_STATUSES for r in batch.rows)
         with_event = {event.run.id for event in receiver.store.events()}
         lost = [r for r in batch.rows if r.run_id not in with_event]
@@ -89,7 +99,7 @@ def test_a_failed_event_without_outputs_is_fetched_once(receiver: Any) -> None:
             {"simulate": [{"fail": True, "failMessage": "no such customer"}, {}, {}]}
         )
         batch = px.submit(frame, "daily-lab-loader", client=client, progress=False)
-        batch.wait(events=receiver.store, progress=False)
+        batch.wait(events=receiver.store, progress=False, event_grace=300)
         failed = batch.rows[0]
         assert failed.status == "FAILED"
         assert "no such customer" in (failed.error or "")
