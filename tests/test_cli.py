@@ -824,3 +824,33 @@ def test_the_job_runner_imports_neither_the_command_line_nor_the_demo() -> None:
     assert not imported(jobs) & {"plextera_data.cli", "plextera_data.demo"}
     assert "plextera_data.cli" not in imported(demo)  # demo and cli share jobs, not each other
     assert "plextera_data.jobs" in imported(demo) & imported(cli)
+
+
+def test_a_wrong_base_path_is_caught_before_any_start(
+    served: SimulatorServer,
+    simulator: Simulator,
+    labs_csv: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    wrong = served.base_url.replace("/api/public/v1", "/api/v1")
+    argv = ["run", "daily-lab-loader", str(labs_csv), "--out", str(tmp_path / "o")]
+    code, _, stderr = run_cli([*argv, "--no-progress", "--base-url", wrong], capsys)
+    assert code == cli.EXIT_API_ERROR
+    assert "does not answer as the Plextera API does" in stderr
+    assert "/api/public/v1" in stderr
+    assert simulator.stats.post_attempts["daily-lab-loader"] == 0
+
+
+def test_a_wrong_workflow_id_is_sent_once(
+    served: SimulatorServer,
+    simulator: Simulator,
+    labs_csv: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["run", "daily-lab-loadr", str(labs_csv), "--out", str(tmp_path / "o"), "--no-progress"]
+    code, _, stderr = run_cli(argv, capsys)
+    assert code == cli.EXIT_API_ERROR
+    assert "was not found" in stderr
+    assert simulator.stats.post_attempts["daily-lab-loadr"] == 1
