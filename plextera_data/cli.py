@@ -176,6 +176,7 @@ def _command_run(args: argparse.Namespace, stdout: IO[str]) -> int:
             concurrency=args.concurrency,
             timeout=args.timeout,
             progress=not args.no_progress,
+            events_port=args.events_port,
         )
     print_summary(outcome, out, stdout)
     return outcome.exit_code
@@ -407,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="starts in flight at most (default: 16; adapts down on 429)",
     )  # fmt: skip
     run.add_argument("--index-col", metavar="COLUMN", help="column that keys the rows")
+    run.add_argument(
+        "--events-port", type=_port, metavar="PORT",
+        help="receive the runs' events on this loopback port (0: any) into OUT/events.db and "
+        "subscribe the workflow to it, so runs finish without polling (the simulator accepts "
+        "http:// on loopback; see the events guide for a real deployment)",
+    )  # fmt: skip
     run.add_argument(
         "--dtype", metavar="COL=TYPE,...",
         help=f"parse CSV columns as a type ({', '.join(DTYPES)}); default: text as written",

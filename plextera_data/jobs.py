@@ -19,13 +19,16 @@ import json
 import math
 import os
 import re
+import secrets
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from plextera_data import errors
+from plextera_data.events import EventStore
+from plextera_data.events import serve as serve_events
 from plextera_data.progress import ProgressReporter, Snapshot, open_progress
 
 if TYPE_CHECKING:
@@ -489,6 +492,7 @@ def run_job(
     concurrency: int,
     timeout: float | None,
     progress: bool | str | ProgressReporter,
+    events_port: int | None = None,
 ) -> Outcome:
     """Submit ``spec``'s rows with a journal, wait, write the tables to ``out``.
 
@@ -496,7 +500,48 @@ def run_job(
     rest is submitted, and every run is polled to the end. Bad rows fail in ``px.submit``'s
     pre-flight (:class:`~plextera_data.errors.InvalidInputError`), before anything is sent or
     written. Without ``timeout`` one display follows submission and polling together.
+    ``events_port``: receive the runs' events on that loopback port (0: any free one) while the
+    job runs, into ``out/events.db``, so that runs finish without polling.
     """
+    if events_port is not None:
+        with _receiving_events(client, spec.workflow_id, out, events_port) as store:
+            return _run_job(spec, out, client, journal, concurrency, timeout, progress, store)
+    return _run_job(spec, out, client, journal, concurrency, timeout, progress, None)
+
+
+@contextmanager
+def _receiving_events(
+    client: Client, workflow_id: str, out: Path, port: int
+) -> Iterator[EventStore]:
+    """An event receiver on loopback ``port`` and a subscription of the job's workflow to it,
+    for the length of the job (the vendor needs an ``https://`` endpoint: see the events guide
+    for a real deployment)."""
+    out.mkdir(parents=True, exist_ok=True)
+    store = EventStore(out / "events.db")
+    secret = secrets.token_urlsafe(24)
+    with serve_events(secret, store=store, port=port) as hook:
+        subscription = client.create_subscription(
+            hook.url + "plextera",
+            signing_secret=secret,
+            filters={"workflowId": workflow_id},
+        )
+        try:
+            yield store
+        finally:
+            with suppress(errors.PlexteraError):
+                client.delete_subscription(str(subscription.get("id")))
+
+
+def _run_job(
+    spec: JobSpec,
+    out: Path,
+    client: Client,
+    journal: Path,
+    concurrency: int,
+    timeout: float | None,
+    progress: bool | str | ProgressReporter,
+    events: EventStore | None,
+) -> Outcome:
     import plextera_data as px
 
     frame = spec.load_frame()
@@ -515,9 +560,10 @@ def run_job(
             concurrency=concurrency,
             progress=reporter,
             wait=timeout is None,
+            events=events,
         )
     spec.save(job_file)  # (already written at the first snapshot; a batch may have shown none)
-    return _finish(batch, out, journal=journal, timeout=timeout, progress=progress)
+    return _finish(batch, out, journal=journal, timeout=timeout, progress=progress, events=events)
 
 
 def resume_job(
@@ -557,13 +603,14 @@ def _finish(
     journal: Path | None,
     timeout: float | None,
     progress: bool | str | ProgressReporter,
+    events: EventStore | None = None,
 ) -> Outcome:
     """Wait out ``timeout`` (if any), then write the tables: what finished, even after a
     timeout."""
     timed_out = False
     if timeout is not None:
         try:
-            batch.wait(timeout=timeout, progress=progress)
+            batch.wait(timeout=timeout, progress=progress, events=events)
         except errors.BatchTimeoutError:
             timed_out = True
     tables = batch.tables()

@@ -854,3 +854,20 @@ def test_a_wrong_workflow_id_is_sent_once(
     assert code == cli.EXIT_API_ERROR
     assert "was not found" in stderr
     assert simulator.stats.post_attempts["daily-lab-loadr"] == 1
+
+
+def test_events_port_finishes_runs_from_their_events(
+    served: SimulatorServer,
+    simulator: Simulator,
+    labs_csv: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "o"
+    argv = ["run", "daily-lab-loader", str(labs_csv), "--out", str(out), "--no-progress"]
+    code, _, stderr = run_cli([*argv, "--events-port", "0"], capsys)
+    assert code == cli.EXIT_OK, stderr
+    store = px.events.EventStore(out / "events.db")
+    assert len(store) == 20  # one event per run, received on loopback
+    assert {run.status for run in store.runs()} == {"COMPLETED"}
+    assert simulator.subscriptions == {}  # the job's subscription was removed at the end
