@@ -94,15 +94,15 @@ class Batch:
         *,
         pacer: Pacer | None = None,
         frame: pd.DataFrame | None = None,
-        requests: Sequence[RowRequest] | None = None,
         plan: PlanOptions | None = None,
         adopted: Mapping[Any, Any] | None = None,
     ) -> None:
         self.client = client
         self.ledger = ledger
         self.pacer = pacer if pacer is not None else Pacer()
+        #: The input frame (``None`` for a resumed batch); requests are planned again from it
+        #: when needed (resubmit, reconcile), so the batch keeps no request bodies.
         self.frame = frame
-        self.requests: list[RowRequest] | None = list(requests) if requests is not None else None
         #: New key -> old key of rows whose start the journal recorded under another key.
         self.adopted: dict[Any, Any] = dict(adopted or {})
         self.clock = ApiClock(rate=self.aclient.clock_rate)
@@ -585,7 +585,10 @@ class Batch:
         return row
 
     def _requests_by_key(self, frame: pd.DataFrame | None) -> dict[Any, RowRequest]:
+        """The planned request of every row of ``frame`` (default: the batch's own frame), by
+        key: planned again, the same way, rather than kept from submission."""
         plan = self._plan
+        frame = frame if frame is not None else self.frame
         if frame is not None:
             if plan.body is None and plan.body_name:
                 raise ValueError(
@@ -603,8 +606,6 @@ class Batch:
                 sep=plan.sep,
             )
             return dict(zip(frame.index.tolist(), planned, strict=True))
-        if self.requests is not None and self.frame is not None:
-            return dict(zip(self.frame.index.tolist(), self.requests, strict=True))
         raise ValueError(
             "This batch was resumed from a journal and has no input frame: pass it, "
             "batch.resubmit(rows, frame=df)"

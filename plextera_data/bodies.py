@@ -480,14 +480,23 @@ def _checked_file(value: Any, part: str) -> FileRef:
 class RequestBody:
     """What one request sends, checked and encoded: a JSON object or multipart parts.
 
-    Build it with :meth:`for_json`, :meth:`for_multipart` or :meth:`for_upload`. ``json`` is the
-    JSON object (a JSON body), ``fields`` and ``files`` the parts (a multipart body).
+    Build it with :meth:`for_json`, :meth:`for_multipart` or :meth:`for_upload`. ``content`` is
+    the encoded JSON object (a JSON body; :attr:`json` decodes it), ``fields`` and ``files`` the
+    parts (a multipart body). Only the bytes are kept: a planned batch of a million rows holds
+    what it will send, once.
     """
 
-    json: dict[str, Any] | None = None
     content: bytes | None = None
     fields: tuple[FieldPart, ...] = ()
     files: tuple[tuple[str, FileRef], ...] = ()
+
+    @property
+    def json(self) -> dict[str, Any] | None:
+        """The JSON object of a JSON body (decoded from :attr:`content`); ``None`` for multipart."""
+        if self.content is None:
+            return None
+        decoded: dict[str, Any] = json.loads(self.content)
+        return decoded
 
     @property
     def is_multipart(self) -> bool:
@@ -501,8 +510,7 @@ class RequestBody:
             raise InvalidInputError(
                 f"json= must be a mapping (a JSON object), got {type(obj).__name__}"
             )
-        payload = dict(obj or {})
-        return cls(json=payload, content=encode_json(payload, where))
+        return cls(content=encode_json(dict(obj or {}), where))
 
     @classmethod
     def for_multipart(
@@ -539,15 +547,13 @@ class RequestBody:
         return {part.name: part.value for part in self.fields}
 
     def with_values(self, values: Iterable[tuple[Sequence[str], Any]]) -> RequestBody:
-        """A copy with ``value`` set at each ``path`` of the JSON object (or of the fields).
-
-        Only the objects along each path are copied; the rest is shared with this body.
-        """
+        """A copy with ``value`` set at each ``path`` of the JSON object (or of the fields);
+        this body is left as it is."""
         if not self.is_multipart:
-            obj = dict(self.json or {})
+            obj = self.json or {}
             for path, value in values:
                 _set_path(obj, path, value)
-            return RequestBody(json=obj, content=encode_json(obj, "The json= body"))
+            return RequestBody(content=encode_json(obj, "The json= body"))
         fields = self.field_values
         touched: dict[str, None] = {}  # top-level names changed, in order
         for path, value in values:

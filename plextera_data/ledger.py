@@ -346,12 +346,17 @@ class Ledger:
             )
             return
         row.run_id = run.id
-        row.run = run
+        # The start's answer says little (PROCESSING, the workflow): not kept, so that a batch
+        # of running rows costs no run model each; the first poll brings the run.
+        row.run = None
         row.submitted_at = run.created_at or received_at
         self._set(row, run.status or "PROCESSING", error=None, code=None)
         self._accepted.append(row)
         self._index_run(row)
-        self._save_soon(row)
+        if is_terminal(run.status):  # ended already: the answer is its final state
+            self.record_run(row, run, force_save=True)
+        else:
+            self._save_soon(row)
 
     def reset_for_resend(self, row: RowState) -> None:
         """Forget ``row``'s run (if any) so that it can be sent again (``batch.resubmit``)."""

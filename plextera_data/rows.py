@@ -61,6 +61,9 @@ __all__ = [
     "to_json_value",
 ]
 
+#: Rows planned at a time (see :func:`plan_requests`).
+PLAN_CHUNK = 10_000
+
 #: Rows listed in a pre-flight error message; the rest are counted.
 SHOWN_PROBLEMS = 5
 
@@ -463,17 +466,23 @@ def plan_requests(
     selected = list(frame.columns) if columns is None else list(columns)
     _check_columns(frame, selected, file_columns, upload_columns)
     data_columns = [c for c in selected if c not in file_columns and c not in upload_columns]
-    keys = frame.index.tolist()
     problems: list[Problem] = []
-
-    bodies, upload_at = _bodies(frame, data_columns, upload_columns, body, sep, keys, problems)
     cache: dict[str, FileRef] = {}
-    file_refs = {str(c): _file_column(frame[c], keys, problems, cache) for c in file_columns}
-    upload_refs = [_file_column(frame[c], keys, problems, cache) for c in upload_columns]
-    uploads = _place_uploads(bodies, upload_columns, upload_at, upload_refs, keys, problems)
+    requests: list[RowRequest] = []
+    # A chunk at a time: the rows' values and dicts live only while their chunk is encoded, so
+    # planning a million rows keeps what will be sent, not every step on the way.
+    for start in range(0, len(frame), PLAN_CHUNK):
+        chunk = frame.iloc[start : start + PLAN_CHUNK]
+        keys = chunk.index.tolist()
+        bodies, upload_at = _bodies(chunk, data_columns, upload_columns, body, sep, keys, problems)
+        file_refs = {str(c): _file_column(chunk[c], keys, problems, cache) for c in file_columns}
+        upload_refs = [_file_column(chunk[c], keys, problems, cache) for c in upload_columns]
+        uploads = _place_uploads(bodies, upload_columns, upload_at, upload_refs, keys, problems)
+        if not problems:  # once a row is bad nothing is sent: stop encoding, keep checking
+            requests.extend(_requests(workflow_id, bodies, file_refs, uploads))
     if problems:
         _raise("Some rows cannot be sent", problems)
-    return _requests(workflow_id, bodies, file_refs, uploads)
+    return requests
 
 
 def _bodies(

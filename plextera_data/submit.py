@@ -150,7 +150,6 @@ def _prepare(
         opened.ledger,
         pacer=Pacer(max_in_flight=concurrency),
         frame=frame,
-        requests=requests,
         plan=plan,
         adopted=opened.adopted,
     )

@@ -134,7 +134,9 @@ def test_with_values_copies_along_the_path_and_leaves_the_original_alone() -> No
     }
     assert body.json == template == {"doc": {"fileId": None, "pages": 3}, "other": {"deep": [1]}}
     assert filled.json is not None
-    assert filled.json["other"] is body.json["other"]  # untouched parts are shared
+    assert filled.json["other"] == body.json["other"]
+    # A JSON body keeps only its bytes (no dict to share): the template is left alone.
+    assert body.content == RequestBody.for_json(template).content
 
     multipart = RequestBody.for_multipart({"a": "x", "doc": {"fileId": None}}, {"f": b"%PDF"})
     done = multipart.with_values([(("doc", "fileId"), "file_2"), (("z",), 1)])
