@@ -1,10 +1,21 @@
-"""Benchmark: the batch poller against fixed 1 s and 5 s polling, on the same 2,000 runs.
+"""Benchmark: the batch poller against fixed 1 s and 5 s polling, and its CPU per GET.
 
-    python bench/bench_poll.py [--runs 2000]
+    python bench/bench_poll.py [--runs 2000 50000] [--rounds 3] [--fixed-max 2000]
 
-Reports, per strategy and workload, the GET requests per run and the median (and 90th
-percentile) delay between a run finishing (the simulator's ``finished_at``) and the client
-seeing it terminal, in simulated seconds.
+Two tables:
+
+* *When it polls.* Per strategy and workload, the GET requests per run and the median (and 90th
+  percentile) delay between a run finishing (the simulator's ``finished_at``) and the client
+  seeing it terminal, in simulated seconds. The fixed-interval baselines run only for ``--runs``
+  up to ``--fixed-max`` (every 1 s is 31 GETs per four-step run).
+* *What its decisions cost.* The poller as it was before its model was made incremental
+  (``plextera_data/poll.py`` at commit ``BASELINE_COMMIT``, loaded with ``git show``) against
+  the current one, for every ``--runs``, in interleaved rounds (the order alternates), medians
+  quoted. "decide" is the scheduler's own CPU per GET (``time.process_time()`` spent in
+  ``pick_up``, ``deferred_delay``, ``_answered`` and ``_failed``, less the ledger's share);
+  "process" is the whole process's CPU per GET while polling (client, httpx and the in-process
+  simulator included). Both pollers must decide alike: the table says whether every run got
+  the same number of GETs and was seen terminal at the same simulated instant.
 
 The simulator runs in-process on a *virtual clock*: the event loop's time jumps to the next timer
 whenever nothing is ready, and the simulator's clock is the loop's time. Polling 2,000 runs every
@@ -27,8 +38,14 @@ import argparse
 import asyncio
 import random
 import statistics
+import subprocess
+import sys
+import time
+import types
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -40,6 +57,69 @@ from plextera_data.models import Run
 from plextera_data.pacing import Pacer
 from plextera_data.poll import PollSettings, Scheduler
 from plextera_data.simulator import SimClock, Simulator, StepSpec, Workflow
+
+#: ``main`` before the scheduler's model was made incremental: the baseline poller.
+BASELINE_COMMIT = "f300b1b"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def baseline_poll_module() -> types.ModuleType:
+    """``plextera_data/poll.py`` as it was at ``BASELINE_COMMIT``, as a module of its own."""
+    source = subprocess.run(
+        ["git", "show", f"{BASELINE_COMMIT}:plextera_data/poll.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType("bench_poll_baseline")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"{BASELINE_COMMIT}:plextera_data/poll.py", "exec"), module.__dict__)
+    return module
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds (``time.process_time()``) spent deciding, and in the ledger within that."""
+
+    decide: float = 0.0
+    ledger: float = 0.0
+
+
+def timed(scheduler_cls: type[Scheduler], meter: CpuMeter) -> type[Scheduler]:
+    """``scheduler_cls``, adding the CPU time of its decisions to ``meter.decide``."""
+    clock = time.process_time
+
+    class Timed(scheduler_cls):  # type: ignore[valid-type,misc]
+        def pick_up(self) -> int:
+            t = clock()
+            try:
+                return super().pick_up()
+            finally:
+                meter.decide += clock() - t
+
+        def deferred_delay(self, row: RowState, plan: Any) -> float | None:
+            t = clock()
+            try:
+                return super().deferred_delay(row, plan)
+            finally:
+                meter.decide += clock() - t
+
+        def _answered(self, row: RowState, run: Run) -> None:
+            t = clock()
+            try:
+                super()._answered(row, run)
+            finally:
+                meter.decide += clock() - t
+
+        def _failed(self, row: RowState, exc: Any) -> None:
+            t = clock()
+            try:
+                super()._failed(row, exc)
+            finally:
+                meter.decide += clock() - t
+
+    return Timed
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
@@ -131,8 +211,16 @@ async def fixed_interval(
     await client.aclient.aclose()
 
 
-async def adaptive(sim: Simulator, run_ids: list[str], seen: dict[str, float]) -> None:
+async def adaptive(
+    sim: Simulator,
+    run_ids: list[str],
+    seen: dict[str, float],
+    scheduler_cls: type[Scheduler] = Scheduler,
+    meter: CpuMeter | None = None,
+) -> None:
     """The batch poller (default settings, real-time scale)."""
+    meter = meter if meter is not None else CpuMeter()
+    clock = time.process_time
     loop = asyncio.get_running_loop()
     client = Client(
         api_key=sim.api_key, base_url=sim.in_process_base_url, transport=sim.transport()
@@ -146,13 +234,15 @@ async def adaptive(sim: Simulator, run_ids: list[str], seen: dict[str, float]) -
         """Notes when each run was first seen terminal."""
 
         def record_run(self, row: RowState, run: Run, *, force_save: bool = False) -> bool:
+            t = clock()
             changed = super().record_run(row, run, force_save=force_save)
             if run.is_terminal and row.run_id not in seen:
                 seen[str(row.run_id)] = loop.time()
+            meter.ledger += clock() - t
             return changed
 
     ledger = TimingLedger(rows, pd.RangeIndex(len(rows)), workflow_id=sim_workflow(sim, run_ids[0]))
-    scheduler = Scheduler(
+    scheduler = scheduler_cls(
         ledger,
         client.aclient,
         Pacer(clock=loop.time),
@@ -167,18 +257,39 @@ def sim_workflow(sim: Simulator, run_id: str) -> str:
     return str(sim.run_model(run_id)["workflow"]["id"])
 
 
-def measure(workflow: str, inputs: list[dict[str, Any]], strategy: str) -> dict[str, float]:
+@dataclass
+class Outcome:
+    """One poller over one workload: what it decided and what that cost."""
+
+    gets_per_run: float
+    median_delay: float
+    p90_delay: float
+    gets: list[int] = field(repr=False)  # per run, in start order
+    seen: list[float] = field(repr=False)  # loop time each run was seen terminal
+    decide_us: float = 0.0  # scheduler CPU per GET
+    process_us: float = 0.0  # whole process CPU per GET while polling
+
+
+def measure(
+    workflow: str,
+    inputs: list[dict[str, Any]],
+    strategy: str,
+    scheduler_cls: type[Scheduler] = Scheduler,
+) -> Outcome:
     loop = VirtualTimeLoop()
     asyncio.set_event_loop(loop)
     sim = Simulator(seed=11, clock=LoopClock(loop))
     sim.add_workflow(PIPELINE)
     run_ids = [sim.start_run(workflow, run_input) for run_input in inputs]
     seen: dict[str, float] = {}
+    meter = CpuMeter()
     if strategy == "adaptive":
-        coro = adaptive(sim, run_ids, seen)
+        coro = adaptive(sim, run_ids, seen, timed(scheduler_cls, meter), meter)
     else:
         coro = fixed_interval(sim, run_ids, seen, float(strategy.split()[1]))
+    cpu = time.process_time()
     loop.run_until_complete(coro)
+    cpu = time.process_time() - cpu
     loop.close()
     start = sim.clock.start
     delays = []
@@ -188,29 +299,96 @@ def measure(workflow: str, inputs: list[dict[str, Any]], strategy: str) -> dict[
         delays.append(seen[run_id] - (finished - start).total_seconds())
     assert sum(sim.stats.gets_after_terminal.values()) == 0
     quantiles = statistics.quantiles(delays, n=10)
-    return {
-        "gets_per_run": sim.stats.total_gets / len(run_ids),
-        "median_delay": statistics.median(delays),
-        "p90_delay": quantiles[-1],
-    }
+    total = sim.stats.total_gets
+    return Outcome(
+        gets_per_run=total / len(run_ids),
+        median_delay=statistics.median(delays),
+        p90_delay=quantiles[-1],
+        gets=[sim.stats.gets[r] for r in run_ids],
+        seen=[seen[r] for r in run_ids],
+        decide_us=(meter.decide - meter.ledger) / total * 1e6,
+        process_us=cpu / total * 1e6,
+    )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=2000)
-    args = parser.parse_args()
-    print(f"{args.runs} runs per workload; delays in simulated seconds; virtual clock\n")
+def strategies_table(runs: int) -> None:
+    """The batch poller against fixed-interval polling, on ``runs`` runs per workload."""
+    print(f"{runs} runs per workload; delays in simulated seconds; virtual clock\n")
     print("| workload | strategy | GETs per run | median delay (s) | p90 delay (s) |")
     print("| --- | --- | ---: | ---: | ---: |")
-    for name, (workflow, inputs) in workloads(args.runs).items():
+    for name, (workflow, inputs) in workloads(runs).items():
         for strategy in ("fixed 1", "fixed 5", "adaptive"):
             result = measure(workflow, inputs, strategy)
             label = {"fixed 1": "every 1 s", "fixed 5": "every 5 s"}.get(strategy, "batch poller")
             print(
-                f"| {name} | {label} | {result['gets_per_run']:.2f} | "
-                f"{result['median_delay']:.2f} | {result['p90_delay']:.2f} |",
+                f"| {name} | {label} | {result.gets_per_run:.2f} | "
+                f"{result.median_delay:.2f} | {result.p90_delay:.2f} |",
                 flush=True,
             )
+    print()
+
+
+def cpu_table(runs: list[int], rounds: int) -> None:
+    """The baseline poller against the current one, interleaved, medians of ``rounds``."""
+    pollers: dict[str, type[Scheduler]] = {
+        "before": baseline_poll_module().Scheduler,
+        "now": Scheduler,
+    }
+    cells = [(n, name) for n in runs for name in workloads(n)]
+    results: dict[tuple[int, str, str], list[Outcome]] = {}
+    for r in range(rounds):
+        for n, name in cells:
+            workflow, inputs = workloads(n)[name]
+            order = list(pollers) if r % 2 == 0 else list(reversed(pollers))
+            for poller in order:
+                outcome = measure(workflow, inputs, "adaptive", pollers[poller])
+                results.setdefault((n, name, poller), []).append(outcome)
+                print(
+                    f"  round {r + 1}: {n} runs, {name}, {poller}: "
+                    f"decide {outcome.decide_us:.1f} us/GET, "
+                    f"process {outcome.process_us:.0f} us/GET",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    print(
+        f"CPU per GET (time.process_time()), median of {rounds} interleaved round(s); "
+        "delays in simulated seconds\n"
+    )
+    print(
+        "| workload | runs | poller | GETs per run | median delay (s) | p90 delay (s) "
+        "| decide (us/GET) | process (us/GET) | same GETs and delays |"
+    )
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for n, name in cells:
+        before = results[(n, name, "before")]
+        for poller in pollers:
+            outcomes = results[(n, name, poller)]
+            first = outcomes[0]
+            same = all(
+                o.gets == b.gets and o.seen == b.seen for o, b in zip(outcomes, before, strict=True)
+            )
+            print(
+                f"| {name} | {n} | {poller} | {first.gets_per_run:.2f} | "
+                f"{first.median_delay:.2f} | {first.p90_delay:.2f} | "
+                f"{statistics.median(o.decide_us for o in outcomes):.1f} | "
+                f"{statistics.median(o.process_us for o in outcomes):.0f} | "
+                f"{'yes' if same else 'NO'} |",
+                flush=True,
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, nargs="+", default=[2000])
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of the CPU table")
+    parser.add_argument(
+        "--fixed-max", type=int, default=2000, help="largest --runs for fixed baselines"
+    )
+    args = parser.parse_args()
+    for n in args.runs:
+        if n <= args.fixed_max:
+            strategies_table(n)
+    cpu_table(args.runs, args.rounds)
     print(f"\n(run at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
 
 
