@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import random
 import statistics
 import subprocess
@@ -80,46 +81,53 @@ def baseline_poll_module() -> types.ModuleType:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds (``time.process_time()``) spent deciding, and in the ledger within that."""
+    """CPU seconds (``time.process_time()``): deciding, the ledger within that, and the garbage
+    collector (all of it, and the part of it that ran within the decisions, ledger excluded)."""
 
     decide: float = 0.0
     ledger: float = 0.0
+    gc: float = 0.0
+    gc_in_decide: float = 0.0
+    gc_in_ledger: float = 0.0
+    _gc_started: float = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        """A ``gc.callbacks`` entry: adds up the collector's CPU time."""
+        if phase == "start":
+            self._gc_started = time.process_time()
+        else:
+            self.gc += time.process_time() - self._gc_started
+
+    def decide_us(self, gets: int, *, with_gc: bool) -> float:
+        """Decision CPU per GET, the ledger's share left out (and the collector's, unless
+        ``with_gc``)."""
+        seconds = self.decide - self.ledger
+        if not with_gc:
+            seconds -= self.gc_in_decide - self.gc_in_ledger
+        return seconds / gets * 1e6
+
+
+#: The scheduler's methods that decide (their CPU time is the "decide" column, less the ledger's).
+DECIDING = ("pick_up", "deferred_delay", "_answered", "_failed")
 
 
 def timed(scheduler_cls: type[Scheduler], meter: CpuMeter) -> type[Scheduler]:
     """``scheduler_cls``, adding the CPU time of its decisions to ``meter.decide``."""
     clock = time.process_time
 
-    class Timed(scheduler_cls):  # type: ignore[valid-type,misc]
-        def pick_up(self) -> int:
-            t = clock()
+    def clocked(method: Callable[..., Any]) -> Callable[..., Any]:
+        def run(self: Scheduler, *args: Any) -> Any:
+            t, g = clock(), meter.gc
             try:
-                return super().pick_up()
+                return method(self, *args)
             finally:
                 meter.decide += clock() - t
+                meter.gc_in_decide += meter.gc - g
 
-        def deferred_delay(self, row: RowState, plan: Any) -> float | None:
-            t = clock()
-            try:
-                return super().deferred_delay(row, plan)
-            finally:
-                meter.decide += clock() - t
+        return run
 
-        def _answered(self, row: RowState, run: Run) -> None:
-            t = clock()
-            try:
-                super()._answered(row, run)
-            finally:
-                meter.decide += clock() - t
-
-        def _failed(self, row: RowState, exc: Any) -> None:
-            t = clock()
-            try:
-                super()._failed(row, exc)
-            finally:
-                meter.decide += clock() - t
-
-    return Timed
+    methods = {name: clocked(getattr(scheduler_cls, name)) for name in DECIDING}
+    return type(f"Timed{scheduler_cls.__name__}", (scheduler_cls,), methods)
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
@@ -234,11 +242,12 @@ async def adaptive(
         """Notes when each run was first seen terminal."""
 
         def record_run(self, row: RowState, run: Run, *, force_save: bool = False) -> bool:
-            t = clock()
+            t, g = clock(), meter.gc
             changed = super().record_run(row, run, force_save=force_save)
             if run.is_terminal and row.run_id not in seen:
                 seen[str(row.run_id)] = loop.time()
             meter.ledger += clock() - t
+            meter.gc_in_ledger += meter.gc - g
             return changed
 
     ledger = TimingLedger(rows, pd.RangeIndex(len(rows)), workflow_id=sim_workflow(sim, run_ids[0]))
@@ -266,8 +275,10 @@ class Outcome:
     p90_delay: float
     gets: list[int] = field(repr=False)  # per run, in start order
     seen: list[float] = field(repr=False)  # loop time each run was seen terminal
-    decide_us: float = 0.0  # scheduler CPU per GET
+    decide_us: float = 0.0  # scheduler CPU per GET, the collector's share left out
+    decide_gc_us: float = 0.0  # the same with it
     process_us: float = 0.0  # whole process CPU per GET while polling
+    gc_us: float = 0.0  # the garbage collector's CPU per GET (within process_us)
 
 
 def measure(
@@ -287,9 +298,13 @@ def measure(
         coro = adaptive(sim, run_ids, seen, timed(scheduler_cls, meter), meter)
     else:
         coro = fixed_interval(sim, run_ids, seen, float(strategy.split()[1]))
+    gc.callbacks.append(meter.on_gc)
     cpu = time.process_time()
-    loop.run_until_complete(coro)
-    cpu = time.process_time() - cpu
+    try:
+        loop.run_until_complete(coro)
+    finally:
+        cpu = time.process_time() - cpu
+        gc.callbacks.remove(meter.on_gc)
     loop.close()
     start = sim.clock.start
     delays = []
@@ -306,8 +321,10 @@ def measure(
         p90_delay=quantiles[-1],
         gets=[sim.stats.gets[r] for r in run_ids],
         seen=[seen[r] for r in run_ids],
-        decide_us=(meter.decide - meter.ledger) / total * 1e6,
+        decide_us=meter.decide_us(total, with_gc=False),
+        decide_gc_us=meter.decide_us(total, with_gc=True),
         process_us=cpu / total * 1e6,
+        gc_us=meter.gc / total * 1e6,
     )
 
 
@@ -345,20 +362,22 @@ def cpu_table(runs: list[int], rounds: int) -> None:
                 results.setdefault((n, name, poller), []).append(outcome)
                 print(
                     f"  round {r + 1}: {n} runs, {name}, {poller}: "
-                    f"decide {outcome.decide_us:.1f} us/GET, "
-                    f"process {outcome.process_us:.0f} us/GET",
+                    f"decide {outcome.decide_us:.1f} us/GET ({outcome.decide_gc_us:.1f} with "
+                    f"GC), process {outcome.process_us:.0f} us/GET (GC {outcome.gc_us:.0f})",
                     file=sys.stderr,
                     flush=True,
                 )
     print(
         f"CPU per GET (time.process_time()), median of {rounds} interleaved round(s); "
-        "delays in simulated seconds\n"
+        "delays in simulated seconds; GC: the garbage collector's share\n"
     )
     print(
         "| workload | runs | poller | GETs per run | median delay (s) | p90 delay (s) "
-        "| decide (us/GET) | process (us/GET) | same GETs and delays |"
+        "| decide (us/GET) | decide with GC | process (us/GET) | GC in process "
+        "| same GETs and delays |"
     )
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    medians: dict[tuple[int, str, str], float] = {}
     for n, name in cells:
         before = results[(n, name, "before")]
         for poller in pollers:
@@ -367,14 +386,26 @@ def cpu_table(runs: list[int], rounds: int) -> None:
             same = all(
                 o.gets == b.gets and o.seen == b.seen for o, b in zip(outcomes, before, strict=True)
             )
+            medians[(n, name, poller)] = statistics.median(o.decide_us for o in outcomes)
             print(
                 f"| {name} | {n} | {poller} | {first.gets_per_run:.2f} | "
                 f"{first.median_delay:.2f} | {first.p90_delay:.2f} | "
-                f"{statistics.median(o.decide_us for o in outcomes):.1f} | "
+                f"{medians[(n, name, poller)]:.1f} | "
+                f"{statistics.median(o.decide_gc_us for o in outcomes):.1f} | "
                 f"{statistics.median(o.process_us for o in outcomes):.0f} | "
+                f"{statistics.median(o.gc_us for o in outcomes):.0f} | "
                 f"{'yes' if same else 'NO'} |",
                 flush=True,
             )
+    smallest = min(runs)
+    for n, name in cells:
+        if n != smallest:
+            ratios = ", ".join(
+                f"{poller} {medians[(n, name, poller)] / medians[(smallest, name, poller)]:.2f}x"
+                for poller in pollers
+            )
+            print(f"\ndecide at {n} runs / at {smallest}, {name}: {ratios}", end="")
+    print()
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ import heapq
 import logging
 import random
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
@@ -169,22 +169,22 @@ def _quantile(values: Sequence[float], q: float, start: int = 0) -> float:
 
 
 def _kaplan_meier(
-    durations: Sequence[float], censored: Sequence[float]
+    durations: Sequence[float], censored: Collection[float]
 ) -> tuple[list[float], list[float]]:
-    """The Kaplan-Meier share of runs lasting longer than each finished duration (both inputs
-    sorted; a censored time is a running run's elapsed time when last seen).
+    """The Kaplan-Meier share of runs lasting longer than each finished duration (``durations``
+    sorted; ``censored``, in any order: each running run's elapsed time when last seen).
 
     At the ``i``-th duration ``d`` the runs at risk are the ``n - i`` finished ones not shorter
     and the running ones seen at ``d`` or later; the curve is the running product of
     ``1 - 1 / at_risk`` (vectorized, multiplied in the same order as a loop would)."""
     d = np.fromiter(durations, dtype=float, count=len(durations))
-    c = np.fromiter(censored, dtype=float, count=len(censored))
+    c = np.sort(np.fromiter(censored, dtype=float, count=len(censored)))
     n = len(d)
     at_risk = (n - np.arange(n)) + (len(c) - np.searchsorted(c, d, side="left"))
     return d.tolist(), np.cumprod(1.0 - 1.0 / at_risk).tolist()
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: the model keys the runs it saw running by plan
 class _RowPlan:
     """What the scheduler knows about one row's run between polls."""
 
@@ -206,8 +206,10 @@ class DurationModel:
     ones are the short ones. So the running runs count too, each as lasting at least as long as
     it had run when last seen (a Kaplan-Meier estimate of the share of runs lasting longer).
 
-    Every sample is kept in a sorted container, updated as runs are seen, so that one
-    prediction costs O(log n) however many runs the batch has (``bench/bench_poll.py``).
+    The finished runs' samples are kept in sorted containers, updated as runs end, so that one
+    prediction costs O(log n) however many runs the batch has (``bench/bench_poll.py``). The
+    running runs' elapsed times change at every poll: they are kept by run, in no order, and
+    sorted only when the survival curve is recomputed (once 2 % of the observations changed).
     """
 
     #: A run is overdue once the estimated share of runs lasting longer than it has run so far
@@ -221,7 +223,7 @@ class DurationModel:
         self.quantile = quantile
         self.min_interval = min_interval
         self.durations: SortedList = SortedList()  # of the finished runs
-        self.censored: SortedList = SortedList()  # elapsed time of each running run when last seen
+        self._running: dict[_RowPlan, float] = {}  # elapsed time of each running run last seen
         self.first_boundaries: SortedList = SortedList()  # end of step 1, seconds from start
         self.ratios: dict[int, SortedList] = {}  # k -> shares of finished runs' time in steps 1-k
         self.steps_total: int | None = None  # of the batch's workflow, once a run said
@@ -229,13 +231,18 @@ class DurationModel:
         self._curve: tuple[list[float], list[float]] = ([], [])
         self._changes = 0  # since the curve was computed
 
+    @property
+    def censored(self) -> list[float]:
+        """The elapsed time of each running run when last seen, sorted."""
+        return sorted(self._running.values())
+
     def observe(self, plan: _RowPlan, elapsed: float | None) -> None:
         """A run was seen running ``elapsed`` seconds in (``None``: it ended)."""
-        if plan.observed is not None:
-            self.censored.discard(plan.observed)
         plan.observed = elapsed
-        if elapsed is not None:
-            self.censored.add(elapsed)
+        if elapsed is None:
+            self._running.pop(plan, None)
+        else:
+            self._running[plan] = elapsed
         self._changes += 1
 
     def learn(self, plan: _RowPlan, run: Run) -> None:
@@ -288,9 +295,9 @@ class DurationModel:
         """Estimated share of the batch's runs lasting longer than ``elapsed`` (Kaplan-Meier).
 
         Recomputed once 2 % of the observations changed (cheap per poll for thousands of runs)."""
-        seen = len(self.durations) + len(self.censored)
+        seen = len(self.durations) + len(self._running)
         if self._changes > seen // 50:
-            self._curve = _kaplan_meier(self.durations, self.censored)
+            self._curve = _kaplan_meier(self.durations, self._running.values())
             self._changes = 0
         times, surviving = self._curve
         i = bisect.bisect_right(times, elapsed)
