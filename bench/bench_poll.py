@@ -37,14 +37,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import hashlib
+import json
+import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -273,8 +278,9 @@ class Outcome:
     gets_per_run: float
     median_delay: float
     p90_delay: float
-    gets: list[int] = field(repr=False)  # per run, in start order
-    seen: list[float] = field(repr=False)  # loop time each run was seen terminal
+    #: Of every run's GET count and the loop time it was seen terminal, in start order: two
+    #: pollers with the same digest decided alike.
+    digest: str
     decide_us: float = 0.0  # scheduler CPU per GET, the collector's share left out
     decide_gc_us: float = 0.0  # the same with it
     process_us: float = 0.0  # whole process CPU per GET while polling
@@ -319,8 +325,9 @@ def measure(
         gets_per_run=total / len(run_ids),
         median_delay=statistics.median(delays),
         p90_delay=quantiles[-1],
-        gets=[sim.stats.gets[r] for r in run_ids],
-        seen=[seen[r] for r in run_ids],
+        digest=hashlib.sha256(
+            repr([(sim.stats.gets[r], seen[r]) for r in run_ids]).encode()
+        ).hexdigest(),
         decide_us=meter.decide_us(total, with_gc=False),
         decide_gc_us=meter.decide_us(total, with_gc=True),
         process_us=cpu / total * 1e6,
@@ -345,81 +352,165 @@ def strategies_table(runs: int) -> None:
     print()
 
 
-def cpu_table(runs: list[int], rounds: int) -> None:
-    """The baseline poller against the current one, interleaved, medians of ``rounds``."""
-    pollers: dict[str, type[Scheduler]] = {
-        "before": baseline_poll_module().Scheduler,
-        "now": Scheduler,
-    }
-    cells = [(n, name) for n in runs for name in workloads(n)]
+class Worker:
+    """A child process measuring one poller on one workload of ``n`` runs (``--worker``): one
+    JSON line per measured batch, once or (``repeat``) until stopped. Started paused."""
+
+    def __init__(self, n: int, workload: str, poller: str, *, repeat: bool) -> None:
+        self.n, self.repeat = n, repeat
+        command = [sys.executable, __file__, "--worker", str(n), workload, poller]
+        self.process = subprocess.Popen(
+            [*command, "--repeat"] if repeat else command, stdout=subprocess.PIPE, text=True
+        )
+        self.pause()
+        self.outcomes: list[Outcome] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.outcomes.append(Outcome(**json.loads(line)))
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def needed(self) -> bool:
+        """Still to be given time: a batch measured once not finished, or fewer than three
+        measured of one repeated."""
+        return len(self.outcomes) < 3 if self.repeat else self.running
+
+    def pause(self) -> None:
+        if self.running:
+            os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.running:
+            os.kill(self.process.pid, signal.SIGCONT)
+
+    def finish(self) -> list[Outcome]:
+        """Stop the process if it still runs; the batches it measured."""
+        if self.running:
+            self.process.kill()
+        code = self.process.wait()
+        self._reader.join()
+        if code not in (0, -signal.SIGKILL) or not self.outcomes:
+            raise RuntimeError(f"worker for {self.n} runs failed (exit {code})")
+        return self.outcomes
+
+
+def share_time(workers: list[Worker], time_slice: float) -> None:
+    """Run the workers one at a time, in turn, ``time_slice`` s each (SIGSTOP / SIGCONT), until
+    the ones measured once have finished and the repeated ones measured three batches: every
+    worker sees the machine as it was during the same minutes, and they never compete."""
+    while any(w.needed() for w in workers):
+        for worker in workers:
+            if worker.running:
+                worker.resume()
+                time.sleep(time_slice)
+                worker.pause()
+
+
+def cpu_table(runs: list[int], rounds: int, time_slice: float) -> None:
+    """The baseline poller against the current one, on every workload and size.
+
+    For each poller and workload, one worker per size shares the time (``share_time``): the
+    largest batch is measured once per round, the smaller ones repeatedly meanwhile; medians.
+    """
+    pollers = ("before", "now")
+    largest, smallest = max(runs), min(runs)
     results: dict[tuple[int, str, str], list[Outcome]] = {}
     for r in range(rounds):
-        for n, name in cells:
-            workflow, inputs = workloads(n)[name]
-            order = list(pollers) if r % 2 == 0 else list(reversed(pollers))
-            for poller in order:
-                outcome = measure(workflow, inputs, "adaptive", pollers[poller])
-                results.setdefault((n, name, poller), []).append(outcome)
-                print(
-                    f"  round {r + 1}: {n} runs, {name}, {poller}: "
-                    f"decide {outcome.decide_us:.1f} us/GET ({outcome.decide_gc_us:.1f} with "
-                    f"GC), process {outcome.process_us:.0f} us/GET (GC {outcome.gc_us:.0f})",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        for name in workloads(1):
+            for poller in pollers if r % 2 == 0 else pollers[::-1]:
+                workers = [Worker(n, name, poller, repeat=n != largest) for n in runs]
+                try:
+                    share_time(workers, time_slice)
+                finally:
+                    measured = [(w.n, w.finish()) for w in workers]
+                for n, outcomes in measured:
+                    results.setdefault((n, name, poller), []).extend(outcomes)
+                    decide = statistics.median(o.decide_us for o in outcomes)
+                    print(
+                        f"  round {r + 1}, {name}, {poller}, {n} runs: {len(outcomes)} "
+                        f"batch(es), decide {decide:.1f} us/GET",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     print(
-        f"CPU per GET (time.process_time()), median of {rounds} interleaved round(s); "
-        "delays in simulated seconds; GC: the garbage collector's share\n"
+        f"CPU per GET (time.process_time()), medians; {rounds} round(s), sizes sharing the time in "
+        f"{time_slice} s slices; delays in simulated seconds; GC: the garbage collector's share\n"
     )
     print(
         "| workload | runs | poller | GETs per run | median delay (s) | p90 delay (s) "
         "| decide (us/GET) | decide with GC | process (us/GET) | GC in process "
-        "| same GETs and delays |"
+        "| batches | same GETs and delays |"
     )
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    medians: dict[tuple[int, str, str], float] = {}
-    for n, name in cells:
-        before = results[(n, name, "before")]
-        for poller in pollers:
-            outcomes = results[(n, name, poller)]
-            first = outcomes[0]
-            same = all(
-                o.gets == b.gets and o.seen == b.seen for o, b in zip(outcomes, before, strict=True)
-            )
-            medians[(n, name, poller)] = statistics.median(o.decide_us for o in outcomes)
-            print(
-                f"| {name} | {n} | {poller} | {first.gets_per_run:.2f} | "
-                f"{first.median_delay:.2f} | {first.p90_delay:.2f} | "
-                f"{medians[(n, name, poller)]:.1f} | "
-                f"{statistics.median(o.decide_gc_us for o in outcomes):.1f} | "
-                f"{statistics.median(o.process_us for o in outcomes):.0f} | "
-                f"{statistics.median(o.gc_us for o in outcomes):.0f} | "
-                f"{'yes' if same else 'NO'} |",
-                flush=True,
-            )
-    smallest = min(runs)
-    for n, name in cells:
-        if n != smallest:
-            ratios = ", ".join(
-                f"{poller} {medians[(n, name, poller)] / medians[(smallest, name, poller)]:.2f}x"
-                for poller in pollers
-            )
-            print(f"\ndecide at {n} runs / at {smallest}, {name}: {ratios}", end="")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    decide: dict[tuple[int, str, str], float] = {}
+    for name in workloads(1):
+        for n in runs:
+            digest = results[(n, name, "before")][0].digest
+            for poller in pollers:
+                outcomes = results[(n, name, poller)]
+                first = outcomes[0]
+                decide[(n, name, poller)] = statistics.median(o.decide_us for o in outcomes)
+                same = all(o.digest == digest for o in outcomes)
+                print(
+                    f"| {name} | {n} | {poller} | {first.gets_per_run:.2f} | "
+                    f"{first.median_delay:.2f} | {first.p90_delay:.2f} | "
+                    f"{decide[(n, name, poller)]:.1f} | "
+                    f"{statistics.median(o.decide_gc_us for o in outcomes):.1f} | "
+                    f"{statistics.median(o.process_us for o in outcomes):.0f} | "
+                    f"{statistics.median(o.gc_us for o in outcomes):.0f} | "
+                    f"{len(outcomes)} | {'yes' if same else 'NO'} |",
+                    flush=True,
+                )
     print()
+    for name in workloads(1):
+        for n in runs:
+            if n != smallest:
+                ratios = ", ".join(
+                    f"{poller} {decide[(n, name, poller)] / decide[(smallest, name, poller)]:.2f}x"
+                    for poller in pollers
+                )
+                print(f"decide at {n} runs / at {smallest}, {name}: {ratios}")
+
+
+def worker(n: int, name: str, poller: str, *, repeat: bool) -> None:
+    """Measure ``poller`` on the workload ``name`` of ``n`` runs; print each outcome as JSON."""
+    scheduler_cls = baseline_poll_module().Scheduler if poller == "before" else Scheduler
+    workflow, inputs = workloads(n)[name]
+    while True:
+        print(json.dumps(asdict(measure(workflow, inputs, "adaptive", scheduler_cls))), flush=True)
+        if not repeat:
+            return
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, nargs="+", default=[2000])
-    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of the CPU table")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the CPU table")
+    parser.add_argument(
+        "--slice", type=float, default=0.5, help="seconds each size runs in turn (CPU table)"
+    )
+    parser.add_argument(
+        "--worker", nargs=3, metavar=("N", "WORKLOAD", "POLLER"), help=argparse.SUPPRESS
+    )
+    parser.add_argument("--repeat", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--fixed-max", type=int, default=2000, help="largest --runs for fixed baselines"
     )
     args = parser.parse_args()
+    if args.worker:
+        n, name, poller = args.worker
+        worker(int(n), name, poller, repeat=args.repeat)
+        return
     for n in args.runs:
         if n <= args.fixed_max:
             strategies_table(n)
-    cpu_table(args.runs, args.rounds)
+    cpu_table(args.runs, args.rounds, args.slice)
     print(f"\n(run at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
 
 

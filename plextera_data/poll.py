@@ -168,6 +168,11 @@ def _quantile(values: Sequence[float], q: float, start: int = 0) -> float:
     return a + (b - a) * (position - low)
 
 
+#: From this many finished runs on, the Kaplan-Meier curve is computed with numpy; below, a
+#: loop costs less than numpy's calls (the curve is recomputed often while the batch is small).
+_VECTOR_FROM = 64
+
+
 def _kaplan_meier(
     durations: Sequence[float], censored: Collection[float]
 ) -> tuple[list[float], list[float]]:
@@ -176,12 +181,19 @@ def _kaplan_meier(
 
     At the ``i``-th duration ``d`` the runs at risk are the ``n - i`` finished ones not shorter
     and the running ones seen at ``d`` or later; the curve is the running product of
-    ``1 - 1 / at_risk`` (vectorized, multiplied in the same order as a loop would)."""
-    d = np.fromiter(durations, dtype=float, count=len(durations))
-    c = np.sort(np.fromiter(censored, dtype=float, count=len(censored)))
-    n = len(d)
-    at_risk = (n - np.arange(n)) + (len(c) - np.searchsorted(c, d, side="left"))
-    return d.tolist(), np.cumprod(1.0 - 1.0 / at_risk).tolist()
+    ``1 - 1 / at_risk``, multiplied in the same order either way."""
+    n = len(durations)
+    if n < _VECTOR_FROM:
+        c = sorted(censored)
+        s, surviving = 1.0, []
+        for i, d in enumerate(durations):
+            s *= 1.0 - 1.0 / (n - i + len(c) - bisect.bisect_left(c, d))
+            surviving.append(s)
+        return list(durations), surviving
+    times = np.fromiter(durations, dtype=float, count=n)
+    ordered = np.sort(np.fromiter(censored, dtype=float, count=len(censored)))
+    at_risk = (n - np.arange(n)) + (len(ordered) - np.searchsorted(ordered, times, side="left"))
+    return times.tolist(), np.cumprod(1.0 - 1.0 / at_risk).tolist()
 
 
 @dataclass(eq=False)  # hashed by identity: the model keys the runs it saw running by plan

@@ -612,23 +612,25 @@ def _shares(durations: list[float]) -> list[float]:
 
 
 def test_the_kaplan_meier_curve_is_the_product_over_the_finished_runs() -> None:
-    """Vectorized, the curve is the same product, in the same order, as a loop over the
-    finished durations (so the decisions are the same to the last bit)."""
+    """In a loop (a few finished runs) or vectorized (many), the curve is the same product, in
+    the same order, as the model computed it before (so the decisions are the same to the last
+    bit)."""
     import bisect
 
-    from plextera_data.poll import _kaplan_meier
+    from plextera_data.poll import _VECTOR_FROM, _kaplan_meier
 
     rng = random.Random(5)
-    durations = sorted(rng.uniform(0.5, 20.0) for _ in range(500))
-    censored = sorted(rng.uniform(0.0, 25.0) for _ in range(300))
-    s, expected = 1.0, []
-    for i, d in enumerate(durations):
-        s *= 1.0 - 1.0 / (len(durations) - i + len(censored) - bisect.bisect_left(censored, d))
-        expected.append(s)
-    times, surviving = _kaplan_meier(durations, rng.sample(censored, len(censored)))  # any order
-    assert times == durations
-    assert surviving == expected
-    assert _kaplan_meier([], censored) == ([], [])
+    for size in (1, _VECTOR_FROM - 1, _VECTOR_FROM, 500):
+        durations = sorted(rng.uniform(0.5, 20.0) for _ in range(size))
+        censored = sorted(rng.uniform(0.0, 25.0) for _ in range(300))
+        s, expected = 1.0, []
+        for i, d in enumerate(durations):
+            s *= 1.0 - 1.0 / (size - i + len(censored) - bisect.bisect_left(censored, d))
+            expected.append(s)
+        times, surviving = _kaplan_meier(durations, rng.sample(censored, len(censored)))
+        assert times == durations
+        assert surviving == expected, size
+    assert _kaplan_meier([], [1.0]) == ([], [])
 
 
 def test_a_prediction_reads_a_few_samples_not_every_one() -> None:
