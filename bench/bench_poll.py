@@ -1,6 +1,6 @@
 """Benchmark: the batch poller against fixed 1 s and 5 s polling, and its CPU per GET.
 
-    python bench/bench_poll.py [--runs 2000 50000] [--rounds 3] [--fixed-max 2000]
+    python bench/bench_poll.py [--runs 2000 50000] [--rounds 1] [--slice 0.5] [--fixed-max 2000]
 
 Two tables:
 
@@ -10,12 +10,16 @@ Two tables:
   up to ``--fixed-max`` (every 1 s is 31 GETs per four-step run).
 * *What its decisions cost.* The poller as it was before its model was made incremental
   (``plextera_data/poll.py`` at commit ``BASELINE_COMMIT``, loaded with ``git show``) against
-  the current one, for every ``--runs``, in interleaved rounds (the order alternates), medians
-  quoted. "decide" is the scheduler's own CPU per GET (``time.process_time()`` spent in
-  ``pick_up``, ``deferred_delay``, ``_answered`` and ``_failed``, less the ledger's share);
-  "process" is the whole process's CPU per GET while polling (client, httpx and the in-process
-  simulator included). Both pollers must decide alike: the table says whether every run got
-  the same number of GETs and was seen terminal at the same simulated instant.
+  the current one, for every ``--runs``. "decide" is the scheduler's own CPU per GET
+  (``time.process_time()`` spent in ``pick_up``, ``deferred_delay``, ``_answered`` and
+  ``_failed``, less the ledger's share and the garbage collector's); "process" is the whole
+  process's CPU per GET while polling (client, httpx and the in-process simulator included).
+  The machine is shared, and CPU time per unit of work drifts by 2x with its load: so for each
+  poller and workload the sizes run in separate processes *taking turns* in ``--slice`` second
+  slices (SIGSTOP / SIGCONT, one running at a time), the largest measured once, the smaller
+  ones over and over meanwhile (medians), so that every size sees the same minutes of the
+  machine. Both pollers must decide alike: the table says whether every run got the same
+  number of GETs and was seen terminal at the same simulated instant.
 
 The simulator runs in-process on a *virtual clock*: the event loop's time jumps to the next timer
 whenever nothing is ready, and the simulator's clock is the loop's time. Polling 2,000 runs every
