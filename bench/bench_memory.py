@@ -43,7 +43,8 @@ CHILD = textwrap.dedent(
             "createdAt": "2026-12-01T10:00:00Z", "completedAt": "2026-12-01T10:00:02Z",
             "progress": {"stepsCompleted": 1, "stepsTotal": 1},
             "steps": [{"id": "s1", "name": "Extract", "type": "custom", "status": "COMPLETED",
-                       "output": {"amount": 12.5, "ok": True}, "nestedRuns": {"count": 0, "data": []}}]})
+                       "output": {"amount": 12.5, "ok": True},
+                       "nestedRuns": {"count": 0, "data": []}}]})
 
     frame = pd.DataFrame({"customerId": [f"customer-{i:07d}" for i in range(rows)],
                           "amount": range(rows)})

@@ -47,10 +47,13 @@ import heapq
 import logging
 import random
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
+
+import numpy as np
+from sortedcontainers import SortedList
 
 from plextera_data import errors
 from plextera_data.client import AsyncClient
@@ -156,15 +159,48 @@ class PollSettings:
 # --------------------------------------------------------------------------- prediction
 
 
-def _quantile(values: list[float], q: float, *, ordered: bool = False) -> float:
-    values = values if ordered else sorted(values)
-    position = q * (len(values) - 1)
+def _quantile(values: Sequence[float], q: float, start: int = 0) -> float:
+    """The ``q`` quantile (linear interpolation) of ``values[start:]``; ``values`` is sorted.
+
+    Indexes into ``values`` instead of slicing it: O(log n) on a ``SortedList``."""
+    last = len(values) - start - 1
+    position = q * last
     low = int(position)
-    high = min(low + 1, len(values) - 1)
-    return values[low] + (values[high] - values[low]) * (position - low)
+    high = min(low + 1, last)
+    a, b = values[start + low], values[start + high]
+    return a + (b - a) * (position - low)
 
 
-@dataclass
+#: From this many finished runs on, the Kaplan-Meier curve is computed with numpy; below, a
+#: loop costs less. Measured between polls (caches cold from the client's work), not in a tight
+#: loop: numpy's calls then cost about 200 us, the loop about 1 us per finished run.
+_VECTOR_FROM = 1024
+
+
+def _kaplan_meier(
+    durations: Sequence[float], censored: Collection[float]
+) -> tuple[list[float], list[float]]:
+    """The Kaplan-Meier share of runs lasting longer than each finished duration (``durations``
+    sorted; ``censored``, in any order: each running run's elapsed time when last seen).
+
+    At the ``i``-th duration ``d`` the runs at risk are the ``n - i`` finished ones not shorter
+    and the running ones seen at ``d`` or later; the curve is the running product of
+    ``1 - 1 / at_risk``, multiplied in the same order either way."""
+    n = len(durations)
+    if n < _VECTOR_FROM:
+        c = sorted(censored)
+        s, surviving = 1.0, []
+        for i, d in enumerate(durations):
+            s *= 1.0 - 1.0 / (n - i + len(c) - bisect.bisect_left(c, d))
+            surviving.append(s)
+        return list(durations), surviving
+    times = np.fromiter(durations, dtype=float, count=n)
+    ordered = np.sort(np.fromiter(censored, dtype=float, count=len(censored)))
+    at_risk = (n - np.arange(n)) + (len(ordered) - np.searchsorted(ordered, times, side="left"))
+    return times.tolist(), np.cumprod(1.0 - 1.0 / at_risk).tolist()
+
+
+@dataclass(eq=False)  # hashed by identity: the model keys the runs it saw running by plan
 class _RowPlan:
     """What the scheduler knows about one row's run between polls."""
 
@@ -185,6 +221,11 @@ class DurationModel:
     The finished durations are a censored sample: while runs are still running, the finished
     ones are the short ones. So the running runs count too, each as lasting at least as long as
     it had run when last seen (a Kaplan-Meier estimate of the share of runs lasting longer).
+
+    The finished runs' samples are kept in sorted containers, updated as runs end, so that one
+    prediction costs O(log n) however many runs the batch has (``bench/bench_poll.py``). The
+    running runs' elapsed times change at every poll: they are kept by run, in no order, and
+    sorted only when the survival curve is recomputed (once 2 % of the observations changed).
     """
 
     #: A run is overdue once the estimated share of runs lasting longer than it has run so far
@@ -197,23 +238,27 @@ class DurationModel:
     def __init__(self, quantile: float = 0.5, *, min_interval: float = 2.0) -> None:
         self.quantile = quantile
         self.min_interval = min_interval
-        self.durations: list[float] = []  # sorted
-        self.censored: list[float] = []  # sorted: elapsed time of each running run when last seen
-        self.first_boundaries: list[float] = []
-        self.ratios: dict[int, list[float]] = {}
+        self.durations: SortedList = SortedList()  # of the finished runs
+        self._running: dict[_RowPlan, float] = {}  # elapsed time of each running run last seen
+        self.first_boundaries: SortedList = SortedList()  # end of step 1, seconds from start
+        self.ratios: dict[int, SortedList] = {}  # k -> shares of finished runs' time in steps 1-k
         self.steps_total: int | None = None  # of the batch's workflow, once a run said
+        self._shares: dict[int, float] = {}  # k -> quantile of ratios[k], until they change
         self._curve: tuple[list[float], list[float]] = ([], [])
         self._changes = 0  # since the curve was computed
 
+    @property
+    def censored(self) -> list[float]:
+        """The elapsed time of each running run when last seen, sorted."""
+        return sorted(self._running.values())
+
     def observe(self, plan: _RowPlan, elapsed: float | None) -> None:
         """A run was seen running ``elapsed`` seconds in (``None``: it ended)."""
-        if plan.observed is not None:
-            i = bisect.bisect_left(self.censored, plan.observed)
-            if i < len(self.censored) and self.censored[i] == plan.observed:
-                del self.censored[i]
         plan.observed = elapsed
-        if elapsed is not None:
-            bisect.insort(self.censored, elapsed)
+        if elapsed is None:
+            self._running.pop(plan, None)
+        else:
+            self._running[plan] = elapsed
         self._changes += 1
 
     def learn(self, plan: _RowPlan, run: Run) -> None:
@@ -226,47 +271,49 @@ class DurationModel:
             total = (run.completed_at - start).total_seconds()
         if total is None or total <= 0:
             return
-        bisect.insort(self.durations, total)
+        self.durations.add(total)
         self._changes += 1
         for k, t_k in plan.boundaries.items():
             if 0 < t_k <= total:
-                self.ratios.setdefault(k, []).append(t_k / total)
+                self.ratios.setdefault(k, SortedList()).add(t_k / total)
+                self._shares.pop(k, None)
 
     def learn_boundary(self, k: int, t_k: float) -> None:
         if k == 1:
-            self.first_boundaries.append(t_k)
+            self.first_boundaries.add(t_k)
 
     def predict_end(self, plan: _RowPlan, run: Run, elapsed: float) -> float | None:
         """Run seconds from start at which the run is expected to end (``None``: no idea)."""
         k, n = plan.last_k, run.steps_total
         if k and n and k < n and k in plan.boundaries:
-            t_k = plan.boundaries[k]
-            samples = self.ratios.get(k, [])
-            ratio = _quantile(samples, 1.0 - self.quantile) if len(samples) >= 3 else k / n
-            return t_k / ratio if ratio > 0 else None
+            ratio = self._share(k, n)
+            return plan.boundaries[k] / ratio if ratio > 0 else None
         if k == 0 and n and n > 1 and len(self.first_boundaries) >= 3:
-            later = [t for t in self.first_boundaries if t > elapsed]
-            if later:
-                return _quantile(later, self.quantile)
+            later = self.first_boundaries.bisect_right(elapsed)  # the first one ending later
+            if later < len(self.first_boundaries):
+                return _quantile(self.first_boundaries, self.quantile, later)
         if len(self.durations) >= 3:
             return self._end_from_durations(elapsed, multi_step=bool(n and n > 1))
         return None
+
+    def _share(self, k: int, n: int) -> float:
+        """The share of a run's time spent in its first ``k`` of ``n`` steps: a quantile of the
+        finished runs' shares (``k / n`` until three have)."""
+        share = self._shares.get(k)
+        if share is None:
+            samples = self.ratios.get(k)
+            if samples is None or len(samples) < 3:
+                return k / n
+            share = self._shares[k] = _quantile(samples, 1.0 - self.quantile)
+        return share
 
     def survival(self, elapsed: float) -> float:
         """Estimated share of the batch's runs lasting longer than ``elapsed`` (Kaplan-Meier).
 
         Recomputed once 2 % of the observations changed (cheap per poll for thousands of runs)."""
-        seen = len(self.durations) + len(self.censored)
+        seen = len(self.durations) + len(self._running)
         if self._changes > seen // 50:
-            times: list[float] = []
-            surviving: list[float] = []
-            s, n = 1.0, len(self.durations)
-            for i, d in enumerate(self.durations):
-                at_risk = n - i + len(self.censored) - bisect.bisect_left(self.censored, d)
-                s *= 1.0 - 1.0 / at_risk
-                times.append(d)
-                surviving.append(s)
-            self._curve = (times, surviving)
+            self._curve = _kaplan_meier(self.durations, self._running.values())
             self._changes = 0
         times, surviving = self._curve
         i = bisect.bisect_right(times, elapsed)
@@ -278,10 +325,10 @@ class DurationModel:
         A run of several steps past every finished duration is polled as overdue: its next step
         boundary, soon, says more than the batch's tail (the estimate below, tried there, made
         the four-step benchmark notice ends later)."""
-        done = bisect.bisect_right(self.durations, elapsed)
+        done = self.durations.bisect_right(elapsed)
         later = len(self.durations) - done
         if later >= 3 or (later and multi_step):
-            return _quantile(self.durations[done:], self.quantile, ordered=True)
+            return _quantile(self.durations, self.quantile, done)
         if multi_step:
             return elapsed
         longer = self.survival(elapsed)
@@ -344,12 +391,13 @@ class Scheduler:
         #: Run seconds added to every planned poll: with events, a run's own event should
         #: finish it before the poll is due (``PollSettings.event_grace``).
         self.slack = 0.0
+        self._backing_off = 0  # plans with failures > 0
         self.gets = 0
 
     @property
     def backing_off(self) -> int:
         """Rows whose last GET failed: their next poll waits out a backoff."""
-        return sum(1 for plan in self._plans.values() if plan.failures)
+        return self._backing_off
 
     # ------------------------------------------------------------------ times
 
@@ -395,6 +443,8 @@ class Scheduler:
         self._rows.pop(row.position, None)
         self._deferred.discard(row.position)
         if plan is not None:
+            if plan.failures:
+                self._backing_off -= 1
             if run is not None and is_terminal(run.status):
                 self.model.learn(plan, run)
             self.model.observe(plan, None)
@@ -510,7 +560,9 @@ class Scheduler:
         plan = self._plans.get(row.position)
         if plan is None:  # forgotten while the GET was in flight: its event finished it
             return
-        plan.failures = 0
+        if plan.failures:
+            plan.failures = 0
+            self._backing_off -= 1
         self.ledger.record_run(row, run)
         if is_terminal(run.status):
             self.model.learn(plan, run)  # never scheduled again
@@ -538,6 +590,8 @@ class Scheduler:
                 row, pause / self.time_scale + self.settings.min_interval * self._rng.random()
             )
             return
+        if not plan.failures:
+            self._backing_off += 1
         plan.failures += 1
         failing = plan.failures > policy.max_retries or not is_retryable_for_get(exc)
         self.ledger.record_poll_error(row, exc, failing=failing)

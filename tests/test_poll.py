@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from plextera_data import errors
 from plextera_data.batch import Batch
@@ -543,3 +545,142 @@ def test_the_poller_follows_the_clients_clock_rate_for_a_sped_up_simulator() -> 
         batch.wait(progress=False)
         assert_all_accounted(batch, sim)
         assert sum(r.polls for r in batch.rows) <= 3 * 6
+
+
+# --------------------------------------------------------------------------- cost per poll
+
+
+def sorted_quantile(values: list[float], q: float) -> float:
+    """The quantile as the model's docstring defines it, computed from scratch."""
+    values = sorted(values)
+    position = q * (len(values) - 1)
+    low = int(position)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (position - low)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    durations=st.lists(st.integers(1000, 60_000).map(lambda ms: ms / 1000), max_size=40),
+    firsts=st.lists(st.floats(0.1, 20.0), max_size=40),
+    seen_running=st.lists(st.floats(0.0, 70.0), max_size=40),
+    elapsed=st.floats(0.0, 70.0),
+)
+def test_the_incremental_model_predicts_as_from_its_samples_sorted_afresh(
+    durations: list[float], firsts: list[float], seen_running: list[float], elapsed: float
+) -> None:
+    """Samples kept sorted as they come give the predictions that filtering and sorting every
+    sample at each poll gives (the model before it was incremental)."""
+    from plextera_data.poll import DurationModel
+
+    q = 0.35
+    model = DurationModel(q, min_interval=2.0)
+    for seconds, boundary in zip(durations, _shares(durations), strict=True):
+        model.learn(*finished(seconds, {1: boundary}))
+    for t in firsts:
+        model.learn_boundary(1, t)
+    plans = [_RowPlan(2.0) for _ in seen_running]
+    for plan, t in zip(plans, seen_running, strict=True):
+        model.observe(plan, t)
+    for plan in plans[::3]:  # seen again later, or ended
+        model.observe(plan, None if plan.observed is None or plan.observed > 50 else elapsed)
+    assert list(model.censored) == sorted(p.observed for p in plans if p.observed is not None)
+
+    # After step 1 of 4: the step's share among the finished runs.
+    shares = [b / d for d, b in zip(durations, _shares(durations), strict=True)]
+    step = _RowPlan(2.0, boundaries={1: 3.0}, last_k=1)
+    want = 3.0 / sorted_quantile(shares, 1 - q) if len(shares) >= 3 else 3.0 / 0.25
+    assert model.predict_end(step, running(0.0, n=4), elapsed) == want
+
+    # Before step 1 ends: the first boundaries later than the elapsed time.
+    later = [t for t in firsts if t > elapsed]
+    end = model.predict_end(_RowPlan(2.0), running(0.0, n=4), elapsed)
+    if len(firsts) >= 3 and later:
+        assert end == sorted_quantile(later, q)
+    # One step: the finished durations still longer than the elapsed time.
+    longer = [d for d in durations if d > elapsed]
+    end = model.predict_end(_RowPlan(2.0), running(0.0), elapsed)
+    if len(durations) < 3:
+        assert end is None
+    elif len(longer) >= 3:
+        assert end == sorted_quantile(longer, q)
+
+
+def _shares(durations: list[float]) -> list[float]:
+    """Where step 1 of each finished run ended: 20-80 % of its duration."""
+    return [d * (0.2 + 0.6 * (i % 5) / 4) for i, d in enumerate(durations)]
+
+
+def test_the_kaplan_meier_curve_is_the_product_over_the_finished_runs() -> None:
+    """In a loop (a few finished runs) or vectorized (many), the curve is the same product, in
+    the same order, as the model computed it before (so the decisions are the same to the last
+    bit)."""
+    import bisect
+
+    from plextera_data.poll import _VECTOR_FROM, _kaplan_meier
+
+    rng = random.Random(5)
+    for size in (1, _VECTOR_FROM - 1, _VECTOR_FROM, 2 * _VECTOR_FROM):
+        durations = sorted(rng.uniform(0.5, 20.0) for _ in range(size))
+        censored = sorted(rng.uniform(0.0, 25.0) for _ in range(300))
+        s, expected = 1.0, []
+        for i, d in enumerate(durations):
+            s *= 1.0 - 1.0 / (size - i + len(censored) - bisect.bisect_left(censored, d))
+            expected.append(s)
+        times, surviving = _kaplan_meier(durations, rng.sample(censored, len(censored)))
+        assert times == durations
+        assert surviving == expected, size
+    assert _kaplan_meier([], [1.0]) == ([], [])
+
+
+def test_a_prediction_reads_a_few_samples_not_every_one() -> None:
+    """With 20,000 samples of each kind, one prediction reads a handful of them: no scan,
+    no copy, no sort per poll (the cost per GET does not grow with the batch)."""
+    from sortedcontainers import SortedList
+
+    from plextera_data.poll import DurationModel
+
+    reads = [0]
+
+    class Counting(SortedList):  # type: ignore[misc]
+        def __getitem__(self, index: Any) -> Any:
+            reads[0] += 1
+            return super().__getitem__(index)
+
+        def __iter__(self) -> Any:
+            raise AssertionError("a prediction iterated over every sample")
+
+    rng = random.Random(3)
+    model = DurationModel(0.35, min_interval=2.0)
+    model.durations = Counting(rng.uniform(1.0, 60.0) for _ in range(20_000))
+    model.first_boundaries = Counting(rng.uniform(0.5, 10.0) for _ in range(20_000))
+    model.ratios = {1: Counting(rng.uniform(0.1, 0.5) for _ in range(20_000))}
+    cases = [
+        (_RowPlan(2.0, boundaries={1: 3.0}, last_k=1), running(0.0, n=4), 5.0),  # after step 1
+        (_RowPlan(2.0), running(0.0, n=4), 2.0),  # before step 1 ends
+        (_RowPlan(2.0), running(0.0), 30.0),  # one step
+    ]
+    for plan, run, elapsed in cases:
+        reads[0] = 0
+        for _ in range(10):
+            assert model.predict_end(plan, run, elapsed) is not None
+        assert reads[0] <= 2 * 10, reads[0]
+
+
+def test_backing_off_counts_the_rows_whose_last_get_failed() -> None:
+    scheduler, batch = offline_scheduler(n_rows=3)
+    scheduler.pick_up()
+    a, b = batch.rows[0], batch.rows[1]
+
+    def dropped() -> errors.APIConnectionError:
+        return errors.APIConnectionError("dropped", method="GET", path="/workflow-runs/x")
+
+    scheduler._failed(a, dropped())
+    scheduler._failed(a, dropped())  # the same row failing again still counts once
+    scheduler._failed(b, dropped())
+    assert scheduler.backing_off == 2
+    scheduler._answered(a, running(3.0))
+    assert scheduler.backing_off == 1
+    done = Run(id="run-1", status="COMPLETED")
+    scheduler._answered(b, done)
+    assert scheduler.backing_off == 0
