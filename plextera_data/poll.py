@@ -471,6 +471,11 @@ class Scheduler:
             if row.submitted_at is not None:
                 age = max(0.0, (self._api_now() - row.submitted_at).total_seconds())
             plan.picked_at, plan.age = self._clock(), age
+            if self.slack:  # with events: a poll only in case the run's event is lost
+                self._deferred.add(row.position)  # a decision, after the grace
+                self._push(row, 0.0)
+                added += 1
+                continue
             first = self.model.predict_end(plan, row.run or Run(id=row.run_id, status=None), age)
             delay = (first - age + self.settings.finish_margin) if first else plan.interval - age
             if first is None:
@@ -487,6 +492,25 @@ class Scheduler:
         return added
 
     # ------------------------------------------------------------------ next poll
+
+    def _event_recheck(self, row: RowState, plan: _RowPlan) -> float | None:
+        """With events, a decision for a run whose event has not come: run seconds until the
+        next decision (``slack`` comes on top), or ``None``: poll it now, in case its event was
+        lost, because it has run longer than all but a few runs of the batch do (the
+        Kaplan-Meier share of runs lasting longer under ``overdue_share``, the runs without an
+        event counted as lasting at least as long as they have run)."""
+        elapsed = plan.age + (self._clock() - plan.picked_at) / self.time_scale
+        self.model.observe(plan, elapsed)
+        if self.model.durations and self.model.survival(elapsed) < self.model.overdue_share:
+            return None
+        self._deferred.add(row.position)
+        return self._backed_off(plan)
+
+    def _backed_off(self, plan: _RowPlan) -> float:
+        """``plan``'s interval (jittered), which grows by ``backoff`` up to ``max_interval``."""
+        delay = plan.interval
+        plan.interval = min(self.settings.max_interval, plan.interval * self.settings.backoff)
+        return self._jittered(delay)
 
     def _elapsed(self, row: RowState, run: Run) -> float:
         """Run seconds since the run started: its own ``durationMs`` if it reports one, else
@@ -570,7 +594,11 @@ class Scheduler:
             self._plans.pop(row.position, None)
             self._rows.pop(row.position, None)
             return
-        self._push(row, self.next_delay(row, plan, run))
+        if self.slack:
+            self._deferred.add(row.position)  # polled once: decide again, later
+            self._push(row, self._backed_off(plan))
+        else:
+            self._push(row, self.next_delay(row, plan, run))
 
     def _failed(self, row: RowState, exc: errors.PlexteraError) -> None:
         """A GET failed: back off as the retry policy says; once its retries are spent in a
@@ -674,7 +702,11 @@ class Scheduler:
                         continue
                     if position in self._deferred:
                         self._deferred.discard(position)
-                        delay = self.deferred_delay(row, self._plans[position])
+                        plan = self._plans[position]
+                        if self.slack:
+                            delay = self._event_recheck(row, plan)
+                        else:
+                            delay = self.deferred_delay(row, plan)
                         if delay is not None:
                             self._push(row, delay)
                             continue
