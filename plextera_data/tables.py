@@ -1,29 +1,48 @@
-"""The :class:`Tables` of flattened runs: ``runs``, ``steps``, ``outputs``, and their parquet form.
+"""The :class:`Tables` of flattened runs (``runs``, ``steps``, ``outputs``): schemas and pivots.
 
-Each table has a fixed arrow schema (see :data:`SCHEMAS`). Frames are always made from arrow the
-same way (:func:`frame_from_arrow`), both when :func:`~plextera_data.flatten.flatten` builds them
-and when :meth:`Tables.read_parquet` reads them back, so a parquet round trip gives equal frames.
+Each table has a fixed arrow schema (see :data:`SCHEMAS`). :class:`Tables` holds arrow tables and
+makes a pandas frame of one when it is first read (:func:`frame_from_arrow`, the one conversion,
+used both after :func:`~plextera_data.flatten.flatten` and after :meth:`Tables.read_parquet`), so
+a parquet round trip gives equal frames and a table that is only written costs no pandas at all.
 
-Column types in pandas: ids and texts are ``string`` (``pd.StringDtype("pyarrow")``, missing is
-``pd.NA``), integers ``Int64``, floats ``Float64``, booleans ``boolean``, times
-``datetime64[us, UTC]``, and ``status``/``type``/``value_type`` are categoricals (categories sorted,
-``value_type`` in the fixed order of :data:`VALUE_TYPES`). ``row_key`` is ``Int64`` when every key
-is an integer and ``string`` otherwise.
+Column types in pandas: texts are ``string`` (``pd.StringDtype("pyarrow")``, missing is ``pd.NA``),
+integers ``Int64``, floats ``Float64``, booleans ``boolean``, times ``datetime64[us, UTC]``.
+``status``/``type``/``value_type`` are categoricals (categories sorted, ``value_type`` in the fixed
+order of :data:`VALUE_TYPES`), and so are the identifiers that repeat down the ``steps`` and
+``outputs`` tables (``run_id``, ``root_run_id``, ``step_id``, ``name``/``step_name``, ``path``):
+arrow dictionaries, categories in order of first appearance. ``row_key`` is ``Int64`` when every
+key is an integer and ``string`` otherwise.
+
+The parquet files carry pandas metadata next to the arrow schema, so plain ``pd.read_parquet``
+reads the same dtypes (``Int64`` integers with nulls, ``boolean`` with nulls), while polars, DuckDB
+and pyarrow read the arrow types.
 """
 
 from __future__ import annotations
 
+import functools
 import html
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-__all__ = ["SCHEMAS", "VALUE_TYPES", "Tables", "frame_from_arrow"]
+from plextera_data import parquet
+
+__all__ = [
+    "SCHEMAS",
+    "VALUE_TYPES",
+    "Tables",
+    "arrow_from_frame",
+    "frame_from_arrow",
+    "outputs_wide",
+    "results",
+    "schema_for",
+]
 
 #: The values of ``outputs.value_type``, in the categorical's order.
 VALUE_TYPES: tuple[str, ...] = ("string", "integer", "float", "boolean", "null", "object", "array")
@@ -32,8 +51,10 @@ _STR = pa.string()
 _INT = pa.int64()
 _TS = pa.timestamp("us", tz="UTC")
 _CAT = pa.dictionary(pa.int32(), pa.string())
+# A repeated identifier: one copy of each distinct value, the rows hold its position.
+_ID = _CAT
 
-#: Placeholder for ``row_key``: its arrow type is ``int64`` or ``string``, decided per flatten.
+#: The two arrow types of ``row_key``: ``int64`` when every key is an integer, else ``string``.
 ROW_KEY_TYPES: tuple[pa.DataType, ...] = (_INT, _STR)
 
 RUNS_SCHEMA = pa.schema(
@@ -64,17 +85,17 @@ RUNS_SCHEMA = pa.schema(
 
 STEPS_SCHEMA = pa.schema(
     [
-        ("run_id", _STR),
+        ("run_id", _ID),
         ("step_index", _INT),
-        ("step_id", _STR),
-        ("name", _STR),
+        ("step_id", _ID),
+        ("name", _ID),
         ("type", _CAT),
         ("status", _CAT),
         ("message", _STR),
         ("has_output", pa.bool_()),
         ("nested_run_count", _INT),
         ("nested_runs_seen", _INT),
-        ("root_run_id", _STR),
+        ("root_run_id", _ID),
         ("row_key", _STR),
         ("depth", _INT),
         ("extra_json", _STR),
@@ -83,18 +104,18 @@ STEPS_SCHEMA = pa.schema(
 
 OUTPUTS_SCHEMA = pa.schema(
     [
-        ("run_id", _STR),
+        ("run_id", _ID),
         ("step_index", _INT),
-        ("step_id", _STR),
-        ("step_name", _STR),
-        ("path", _STR),
+        ("step_id", _ID),
+        ("step_name", _ID),
+        ("path", _ID),
         ("value_type", _CAT),
         ("value_str", _STR),
         ("value_int", _INT),
         ("value_float", pa.float64()),
         ("value_bool", pa.bool_()),
         ("value_json", _STR),
-        ("root_run_id", _STR),
+        ("root_run_id", _ID),
         ("row_key", _STR),
         ("depth", _INT),
     ]
@@ -107,7 +128,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     "outputs": OUTPUTS_SCHEMA,
 }
 
-_CATEGORICAL_COLUMNS = ("status", "type", "value_type")
+TABLE_NAMES: tuple[str, ...] = ("runs", "steps", "outputs")
+
+# Categoricals whose categories are the values present, sorted (the others keep arrow's order).
+_SORTED_CATEGORIES = ("status", "type")
 
 _PANDAS_TYPES: dict[pa.DataType, Any] = {
     _STR: pd.StringDtype("pyarrow"),
@@ -119,15 +143,23 @@ _PANDAS_TYPES: dict[pa.DataType, Any] = {
 
 
 def schema_for(name: str, row_key_type: pa.DataType) -> pa.Schema:
-    """The arrow schema of table ``name`` with ``row_key`` of type ``row_key_type``."""
+    """The arrow schema of table ``name`` with ``row_key`` of type ``row_key_type``, carrying the
+    pandas metadata that makes plain ``pd.read_parquet`` read the same dtypes as :class:`Tables`."""
     schema = SCHEMAS[name]
-    return schema.set(schema.get_field_index("row_key"), pa.field("row_key", row_key_type))
+    schema = schema.set(schema.get_field_index("row_key"), pa.field("row_key", row_key_type))
+    return _with_pandas_metadata(schema)
+
+
+@functools.lru_cache(maxsize=32)
+def _with_pandas_metadata(schema: pa.Schema) -> pa.Schema:
+    empty = frame_from_arrow(schema.empty_table())
+    return schema.with_metadata(pa.Schema.from_pandas(empty, preserve_index=False).metadata)
 
 
 def frame_from_arrow(table: pa.Table) -> pd.DataFrame:
     """The pandas frame of an arrow table: the one conversion used on build and on read-back."""
     frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get)
-    for column in _CATEGORICAL_COLUMNS:
+    for column in (*_SORTED_CATEGORIES, "value_type"):
         if column in frame.columns and isinstance(frame[column].dtype, pd.CategoricalDtype):
             values = frame[column]
             if column == "value_type":
@@ -138,35 +170,122 @@ def frame_from_arrow(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def _arrow_from_frame(name: str, frame: pd.DataFrame) -> pa.Table:
-    """``frame`` as arrow with the fixed schema for its known columns (others as pyarrow infers)."""
+def arrow_from_frame(name: str, frame: pd.DataFrame) -> pa.Table:
+    """``frame`` as arrow: the fixed schema for its known columns (others as pyarrow infers), by
+    name, with pandas metadata."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     fixed = SCHEMAS[name]
     fields = []
     for arrow_field in table.schema:
-        wanted = arrow_field.name in fixed.names and arrow_field.name != "row_key"
-        if wanted:
+        if arrow_field.name == "row_key":
+            wanted = arrow_field.type if arrow_field.type in ROW_KEY_TYPES else _STR
+            fields.append(pa.field("row_key", wanted))
+        elif arrow_field.name in fixed.names:
             fields.append(fixed.field(arrow_field.name))
-        elif arrow_field.name == "row_key" and arrow_field.type not in ROW_KEY_TYPES:
-            fields.append(pa.field("row_key", _STR))
         else:
             fields.append(arrow_field)
-    return table.cast(pa.schema(fields)).replace_schema_metadata(None)
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
 
 
-@dataclass
+def _polars() -> Any:
+    try:
+        import polars
+    except ImportError:
+        raise ImportError(
+            "Tables.to_polars() needs polars, which plextera-data does not install: "
+            "pip install polars"
+        ) from None
+    return polars
+
+
 class Tables:
     """Flattened runs: ``runs`` (one row per run, nested runs included), ``steps`` (one row per
     step of any run) and ``outputs`` (one row per leaf of a step's output).
 
     Every table carries ``root_run_id`` and ``row_key`` so it joins back to the input rows.
+    Each of ``runs``, ``steps`` and ``outputs`` may be given as a pandas DataFrame or an arrow
+    table; reading the attribute gives a DataFrame (made once, then kept: edit it as any frame).
+    :meth:`to_arrow` and :meth:`to_polars` give the other forms.
     """
 
-    runs: pd.DataFrame
-    steps: pd.DataFrame
-    outputs: pd.DataFrame
+    TABLE_NAMES: ClassVar[tuple[str, ...]] = TABLE_NAMES
 
-    TABLE_NAMES: ClassVar[tuple[str, ...]] = ("runs", "steps", "outputs")
+    def __init__(
+        self,
+        runs: pd.DataFrame | pa.Table,
+        steps: pd.DataFrame | pa.Table,
+        outputs: pd.DataFrame | pa.Table,
+    ) -> None:
+        self._arrow: dict[str, pa.Table] = {}
+        self._frames: dict[str, pd.DataFrame] = {}
+        for name, table in zip(TABLE_NAMES, (runs, steps, outputs), strict=True):
+            self._set(name, table)
+
+    def _set(self, name: str, table: pd.DataFrame | pa.Table) -> None:
+        self._arrow.pop(name, None)
+        self._frames.pop(name, None)
+        if isinstance(table, pa.Table):
+            self._arrow[name] = table
+        elif isinstance(table, pd.DataFrame):
+            self._frames[name] = table
+        else:
+            raise TypeError(
+                f"Tables.{name} takes a pandas DataFrame or a pyarrow Table, "
+                f"not {type(table).__name__}"
+            )
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        frame = self._frames.get(name)
+        if frame is None:
+            # The frame is the table from now on (it may be edited in place): drop the arrow.
+            frame = self._frames[name] = frame_from_arrow(self._arrow.pop(name))
+        return frame
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        """One row per run, submitted or nested."""
+        return self._frame("runs")
+
+    @runs.setter
+    def runs(self, table: pd.DataFrame | pa.Table) -> None:
+        self._set("runs", table)
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        """One row per step of any run."""
+        return self._frame("steps")
+
+    @steps.setter
+    def steps(self, table: pd.DataFrame | pa.Table) -> None:
+        self._set("steps", table)
+
+    @property
+    def outputs(self) -> pd.DataFrame:
+        """One row per leaf of a step's output."""
+        return self._frame("outputs")
+
+    @outputs.setter
+    def outputs(self, table: pd.DataFrame | pa.Table) -> None:
+        self._set("outputs", table)
+
+    def _rows(self, name: str) -> int:
+        table = self._arrow.get(name)
+        return table.num_rows if table is not None else len(self._frames[name])
+
+    def to_arrow(self) -> dict[str, pa.Table]:
+        """The three tables as pyarrow Tables (fixed schemas, pandas metadata), by name."""
+        return {
+            name: self._arrow[name]
+            if name in self._arrow
+            else arrow_from_frame(name, self._frames[name])
+            for name in TABLE_NAMES
+        }
+
+    def to_polars(self) -> dict[str, Any]:
+        """The three tables as polars DataFrames, by name (needs polars; dictionary columns
+        become ``Categorical``)."""
+        polars = _polars()
+        return {name: polars.from_arrow(table) for name, table in self.to_arrow().items()}
 
     def outputs_wide(
         self, by: str = "run_id", *, sep: str = " / ", depth: int | None = 0
@@ -180,54 +299,60 @@ class Tables:
         floats or a mix of integers and floats, ``boolean``), else it holds Python objects.
         ``depth`` keeps runs of that depth only (0: submitted runs); ``None`` keeps all.
         """
-        from plextera_data.flatten import outputs_wide
-
         return outputs_wide(self, by=by, sep=sep, depth=depth)
 
     def to_parquet(self, directory: str | Path) -> dict[str, Path]:
         """Write ``runs.parquet``, ``steps.parquet`` and ``outputs.parquet`` into ``directory``
         (created if missing) with the fixed arrow schemas; return the path of each table."""
-        target = Path(directory)
-        target.mkdir(parents=True, exist_ok=True)
-        written: dict[str, Path] = {}
-        for name in self.TABLE_NAMES:
-            path = target / f"{name}.parquet"
-            pq.write_table(_arrow_from_frame(name, getattr(self, name)), path)
-            written[name] = path
-        return written
+        return parquet.write_files(directory, self.to_arrow())
 
     @classmethod
     def read_parquet(cls, directory: str | Path) -> Tables:
-        """Read the three tables written by :meth:`to_parquet` back into equal frames."""
-        source = Path(directory)
-        frames: dict[str, pd.DataFrame] = {}
-        for name in cls.TABLE_NAMES:
-            path = source / f"{name}.parquet"
-            if not path.exists():
-                raise FileNotFoundError(
-                    f"{path} is missing: Tables.read_parquet expects the runs, steps and outputs "
-                    "files that Tables.to_parquet writes into one directory"
-                )
-            frames[name] = frame_from_arrow(pq.read_table(path))
-        return cls(runs=frames["runs"], steps=frames["steps"], outputs=frames["outputs"])
+        """Read the three tables back from ``directory``: the files :meth:`to_parquet` writes
+        (``runs.parquet``...) or the datasets ``px.flatten(..., to=...)`` writes (``runs/``...),
+        into frames equal to the ones written."""
+        tables = [parquet.read_table(parquet.table_path(directory, name)) for name in TABLE_NAMES]
+        return cls(*tables)
 
     def _status_counts(self) -> str:
-        if "status" not in self.runs.columns or self.runs.empty:
+        runs = self._arrow.get("runs")
+        if runs is not None:
+            if "status" not in runs.column_names or runs.num_rows == 0:
+                return ""
+            counts = runs.column("status").cast(_STR).fill_null("<none>").value_counts()
+            found = {item["values"].as_py(): item["counts"].as_py() for item in counts}
+            return ", ".join(f"{status} {found[status]}" for status in sorted(found))
+        frame = self._frames["runs"]
+        if "status" not in frame.columns or frame.empty:
             return ""
-        counts = self.runs["status"].astype("object").fillna("<none>").value_counts(sort=False)
-        return ", ".join(f"{status} {count}" for status, count in counts.items())
+        values = frame["status"].astype("object").fillna("<none>").value_counts(sort=False)
+        return ", ".join(f"{status} {count}" for status, count in values.items())
+
+    def _top_level_runs(self) -> int:
+        runs = self._arrow.get("runs")
+        if runs is not None:
+            if "depth" not in runs.column_names:
+                return runs.num_rows
+            return int(np.count_nonzero(runs.column("depth").to_numpy(zero_copy_only=False) == 0))
+        frame = self._frames["runs"]
+        return int((frame["depth"] == 0).sum()) if "depth" in frame.columns else len(frame)
 
     def _summary(self, fmt: Callable[[str], str] = str) -> str:
-        runs = self.runs
-        top = int((runs["depth"] == 0).sum()) if "depth" in runs.columns else len(runs)
-        nested = len(runs) - top
-        text = f"{len(runs)} runs"
-        if nested:
-            text += f" ({top} submitted, {nested} nested)"
+        total = self._rows("runs")
+        top = self._top_level_runs()
+        text = f"{total} runs"
+        if total - top:
+            text += f" ({top} submitted, {total - top} nested)"
         statuses = self._status_counts()
         if statuses:
             text += f" [{fmt(statuses)}]"
-        return f"{text}, {len(self.steps)} steps, {len(self.outputs)} output values"
+        return f"{text}, {self._rows('steps')} steps, {self._rows('outputs')} output values"
+
+    def _head(self, name: str, rows: int) -> pd.DataFrame:
+        table = self._arrow.get(name)
+        if table is not None:
+            return frame_from_arrow(table.slice(0, rows))
+        return self._frames[name].head(rows)
 
     def __repr__(self) -> str:
         return f"<Tables: {self._summary()}>"
@@ -235,11 +360,136 @@ class Tables:
     def _repr_html_(self) -> str:
         summary = html.escape(self._summary())
         parts = [f"<div><b>Tables</b>: {summary}"]
-        for name in self.TABLE_NAMES:
-            frame: pd.DataFrame = getattr(self, name)
+        for name in TABLE_NAMES:
+            head = self._head(name, 5)
             parts.append(
-                f"<details><summary><code>.{name}</code> ({len(frame)} rows, "
-                f"{len(frame.columns)} columns)</summary>{frame.head(5).to_html()}</details>"
+                f"<details><summary><code>.{name}</code> ({self._rows(name)} rows, "
+                f"{len(head.columns)} columns)</summary>{head.to_html()}</details>"
             )
         parts.append("</div>")
         return "".join(parts)
+
+
+# -- wide outputs and results ---------------------------------------------------------------
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """A column as ``string``, whether it is a categorical of identifiers or text already."""
+    return values.astype(pd.StringDtype("pyarrow"))
+
+
+def _step_labels(outputs: pd.DataFrame, sep: str) -> pd.Series:
+    step = _text(outputs["step_name"]).fillna(_text(outputs["step_id"]))
+    step = step.fillna("step " + outputs["step_index"].astype("string"))
+    path = _text(outputs["path"])
+    return step.where(path == "", step + sep + path).astype(object)
+
+
+def _python_values(frame: pd.DataFrame) -> list[Any]:
+    values: list[Any] = []
+    columns = zip(
+        frame["value_type"].astype(object),
+        frame["value_str"].astype(object),
+        frame["value_int"].astype(object),
+        frame["value_float"].astype(object),
+        frame["value_bool"].astype(object),
+        frame["value_json"].astype(object),
+        strict=True,
+    )
+    for kind, text, integer, number, flag, raw in columns:
+        if kind == "string":
+            values.append(text)
+        elif kind == "integer":
+            values.append(int(raw) if integer is pd.NA else integer)
+        elif kind == "float":
+            values.append(number)
+        elif kind == "boolean":
+            values.append(flag)
+        elif kind in ("object", "array"):
+            values.append(json.loads(raw))
+        else:
+            values.append(None)
+    return values
+
+
+def _wide_column(group: pd.DataFrame) -> tuple[Any, Any]:
+    kinds = set(group["value_type"].astype(object)) - {"null"}
+    big = group["value_json"].notna() & (group["value_type"] == "integer")
+    if kinds == {"string"}:
+        return group["value_str"].array, None
+    if kinds == {"integer"} and not big.any():
+        return group["value_int"].array, None
+    if kinds and kinds <= {"integer", "float"} and not big.any():
+        merged = group["value_float"].fillna(group["value_int"].astype("Float64"))
+        return merged.array, None
+    if kinds == {"boolean"}:
+        return group["value_bool"].array, None
+    mixed = np.empty(len(group), dtype=object)
+    for position, value in enumerate(_python_values(group)):
+        mixed[position] = value
+    return mixed, object
+
+
+def outputs_wide(
+    tables: Tables, by: str = "run_id", *, sep: str = " / ", depth: int | None = 0
+) -> pd.DataFrame:
+    """See :meth:`Tables.outputs_wide`."""
+    if by not in ("run_id", "row_key"):
+        raise ValueError(f"by must be 'run_id' or 'row_key', not {by!r}")
+    runs = tables.runs
+    outputs = tables.outputs
+    if depth is not None:
+        runs = runs[runs["depth"] == depth]
+        outputs = outputs[outputs["depth"] == depth]
+    index = pd.Index(runs[by].dropna().unique(), name=by)
+    outputs = outputs[outputs[by].notna()]
+    frame = outputs.assign(_label=_step_labels(outputs, sep), _by=outputs[by].astype(index.dtype))
+    # A label met again in the same row (same `by` key) from another step or run: number it.
+    repeat = frame.groupby(["_by", "_label"], sort=False, dropna=False, observed=True).cumcount()
+    if (repeat > 0).any():
+        frame["_label"] = frame["_label"].where(
+            repeat == 0, frame["_label"] + " (" + (repeat + 1).astype(str) + ")"
+        )
+    columns: dict[str, Any] = {}
+    for label, group in frame.groupby("_label", sort=False):
+        values, dtype = _wide_column(group)
+        series = pd.Series(values, index=pd.Index(group["_by"].array), dtype=dtype)
+        columns[str(label)] = series.reindex(index)
+    if not columns:
+        return pd.DataFrame(index=index)
+    wide = pd.DataFrame(columns, index=index)
+    wide.columns.name = None
+    return wide
+
+
+def _key_strings(values: Iterable[Any]) -> list[str | None]:
+    return [None if value is None else str(value) for value in values]
+
+
+def results(
+    frame: pd.DataFrame, tables: Tables, *, suffix: str = "_plextera", **outputs_wide_kwargs: Any
+) -> pd.DataFrame:
+    """``frame`` (same index, same order) with its runs' ``run_id``, ``status``, ``error_code``,
+    ``error_message`` and one column per step output (:meth:`Tables.outputs_wide`, by row key).
+
+    An added column whose name the frame already has gets ``suffix``. ``frame`` is not changed.
+    """
+    runs = tables.runs
+    runs = runs[(runs["depth"] == 0) & runs["row_key"].notna()]
+    runs = runs.drop_duplicates("row_key", keep="last").set_index("row_key")
+    added = runs[["run_id", "status", "error_code", "error_message"]]
+    wide = tables.outputs_wide(by="row_key", **outputs_wide_kwargs)
+    added = added.join(wide, how="left") if len(wide.columns) else added
+    if pd.api.types.is_integer_dtype(added.index.dtype) and pd.api.types.is_integer_dtype(
+        frame.index.dtype
+    ):
+        aligned = added.reindex(frame.index)
+    else:
+        lookup = added.copy()
+        lookup.index = pd.Index(_key_strings(lookup.index), dtype=object)
+        aligned = lookup.reindex(pd.Index(_key_strings(frame.index), dtype=object))
+    aligned.index = frame.index
+    aligned.columns = [
+        f"{column}{suffix}" if column in frame.columns else column for column in aligned.columns
+    ]
+    return pd.concat([frame, aligned], axis=1)

@@ -97,7 +97,9 @@ def test_files_have_the_fixed_schema(tables: Tables, tmp_path: Path) -> None:
     row_key_type = "int64" if tables.runs["row_key"].dtype == "Int64" else "string"
     for name, path in written.items():
         schema = pq.read_schema(path)
-        assert schema.metadata is None, "no pandas metadata: readers see the arrow types only"
+        assert set(schema.metadata) == {b"pandas"}, "pandas metadata only: it sets pandas' dtypes"
+        described = [column["name"] for column in schema.pandas_metadata["columns"]]
+        assert described == schema.names
         for field in SCHEMAS[name]:
             expected = row_key_type if field.name == "row_key" else str(field.type)
             assert str(schema.field(field.name).type) == expected, (name, field.name)
