@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -65,9 +65,8 @@ RowKeyType = Literal["int64", "string"]
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
-# Type codes of output leaves, in the order of VALUE_TYPES; _ODD: to be looked at one by one.
+# Type codes of output leaves, in the order of VALUE_TYPES.
 _STRING, _INTEGER, _FLOAT, _BOOLEAN, _NULL, _OBJECT, _ARRAY = range(7)
-_ODD = -1
 
 
 class _EmptyObject:
@@ -98,7 +97,7 @@ _LEAF_CODES: dict[type, int] = {
 # Where the collector's flat lists keep each value of a run / a step (see _Collector).
 _RUN_SCALARS = tuple(RUN_SCALAR_FIELDS.values())
 _RUN_LAYOUT = (
-    # from models.run_parts, in its order
+    # models.run_parts, in its order
     "run_id",
     "workflow_id",
     "workflow_name",
@@ -106,26 +105,26 @@ _RUN_LAYOUT = (
     "steps_total",
     "error_code",
     "error_message",
-    # from the run model's scalar fields, in the order of RUN_SCALAR_FIELDS, by attribute
+    "steps",
+    "extra",
+    # the run model's scalar fields, by attribute, in the order of RUN_SCALAR_FIELDS
     *RUN_SCALAR_FIELDS,
-    # the run's place in its tree
-    "root",
-    "parent",
+    # the run's place in its tree (the positions of its root and parent, its depth: in
+    # _Collector.places)
     "parent_step_id",
-    "depth",
     "row_key",
-    "step_count",
-    "extra_json",
 )
 _STEP_SCALARS = tuple(STEP_SCALAR_FIELDS.values())
 _STEP_LAYOUT = (
     *STEP_SCALAR_FIELDS,
+    # models.step_parts, in its order
+    "output",
     "nested_run_count",
-    "nested_runs_seen",
-    "extra_json",
-    "leaf_count",
+    "children",
+    "extra",
 )
-_STEP_ID = tuple(STEP_SCALAR_FIELDS).index("id")
+_STEP_ID_FIELD = STEP_SCALAR_FIELDS["id"]
+_STEPS_PART = _RUN_LAYOUT.index("steps")
 # The extra_json key under which a step that is not an object is kept.
 _NOT_AN_OBJECT = "value"
 # Above this many distinct paths the streaming writer forgets them between row groups.
@@ -189,35 +188,98 @@ def parse_path(path: str) -> list[str | int]:
     return parts
 
 
+# A leaf's tag: its path id shifted left by 3 bits, its type code (0..6) in the low 3 bits.
+_TYPE_BITS = 3
+_TYPE_MASK = (1 << _TYPE_BITS) - 1
+# The pseudo path whose item 0 is the output itself: a scalar or empty output is walked as
+# ``[output]`` under it, so that it is a leaf at the path "" like any other leaf.
+_AROUND_OUTPUT = -1 << _TYPE_BITS
+
+
 class _Paths:
-    """Every distinct output path met, by id (id 0 is ``""``, the output itself), with the ids
-    of each path's children by object key and by array index (kept apart: key ``0`` and index
-    ``0`` are different paths)."""
+    """Every distinct output path met, by id (id 0 is ``""``, the output itself), and the tag
+    (``id << _TYPE_BITS``) of each path's children by object key and by array index, by the
+    tag of the parent (kept apart: key ``0`` and index ``0`` are different paths)."""
 
     def __init__(self) -> None:
         self.texts: list[str] = [""]
-        self._ids: dict[str, int] = {"": 0}
-        self.by_key: list[dict[Any, int]] = [{}]
-        self.by_index: list[dict[Any, int]] = [{}]
+        self._tags: dict[str, int] = {"": 0}
+        self.by_key: dict[int, dict[Any, int]] = {0: {}}
+        self.by_index: dict[int, dict[Any, int]] = {0: {}, _AROUND_OUTPUT: {0: 0}}
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def child(self, parent: int, key: Any, of_object: bool) -> int:
-        """The id of the path of member ``key`` (or item ``key``) under path ``parent``."""
-        text = _child_path(self.texts[parent], key, of_object)
-        path = self._ids.get(text)
-        if path is None:
-            path = self._ids[text] = len(self.texts)
+        """The tag of the path of member ``key`` (or item ``key``) under the path ``parent``."""
+        text = _child_path(self.texts[parent >> _TYPE_BITS], key, of_object)
+        tag = self._tags.get(text)
+        if tag is None:
+            tag = self._tags[text] = len(self.texts) << _TYPE_BITS
             self.texts.append(text)
-            self.by_key.append({})
-            self.by_index.append({})
-        (self.by_key if of_object else self.by_index)[parent][key] = path
-        return path
+            self.by_key[tag] = {}
+            self.by_index[tag] = {}
+        (self.by_key if of_object else self.by_index)[parent][key] = tag
+        return tag
 
 
 def _extra_text(extra: dict[str, Any] | None) -> str | None:
     return None if extra is None else json.dumps(extra, ensure_ascii=False, default=str)
+
+
+def _odd_leaf(value: Any) -> tuple[int, Any]:
+    """The type code and value of a leaf whose type is not JSON's own (a subclass, a numpy
+    scalar, a custom decoder's Decimal): the JSON type it stands for, else its text."""
+    if isinstance(value, (bool, np.bool_)):
+        return _BOOLEAN, bool(value)
+    if isinstance(value, (int, np.integer)):
+        return _INTEGER, int(value)
+    if isinstance(value, (float, np.floating)):
+        return _FLOAT, float(value)
+    return _STRING, str(value)
+
+
+class _Leaves:
+    """The output leaves collected: per leaf its tag (path id and type code in one number), and
+    the values of each type in a list of their own (``by_type[code]``), in leaf order."""
+
+    def __init__(self) -> None:
+        self.tags = array("i")
+        self.by_type: list[list[Any]] = [[] for _ in VALUE_TYPES]
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+
+def _walker(paths: _Paths, leaves: _Leaves) -> Callable[[Any, int], None]:
+    """The function that appends the leaves of a non-empty object or array under a path tag
+    (a closure: the per-leaf work is a handful of local lookups)."""
+    add_tag = leaves.tags.append
+    add_value = [values.append for values in leaves.by_type]
+    code_of = _LEAF_CODES.get
+    by_key, by_index, child = paths.by_key, paths.by_index, paths.child
+
+    def walk(node: Any, prefix: int) -> None:
+        is_object = type(node) is dict
+        known = (by_key if is_object else by_index)[prefix]
+        for key, value in node.items() if is_object else enumerate(node):
+            tag = known.get(key)
+            if tag is None:
+                tag = child(prefix, key, is_object)
+            kind = type(value)
+            code = code_of(kind)
+            if code is None:
+                if kind is dict or kind is list:
+                    if value:
+                        walk(value, tag)
+                        continue
+                    code = _OBJECT if kind is dict else _ARRAY
+                else:
+                    code, value = _odd_leaf(value)
+            add_tag(tag + code)
+            add_value[code](value)
+
+    return walk
 
 
 class _Collector:
@@ -225,120 +287,95 @@ class _Collector:
 
     ``runs`` holds ``len(_RUN_LAYOUT)`` values per run, ``steps`` ``len(_STEP_LAYOUT)`` per
     step; a run's steps are contiguous and follow the runs' order, so the position of each step's
-    run and its index are recomputed from the step counts. Per output leaf: the id of its path
-    (:class:`_Paths`) and its value (empty objects and arrays as sentinels).
+    run and its index are recomputed from the step counts. The output leaves are in
+    :class:`_Leaves`, their paths in :class:`_Paths`.
     """
 
     def __init__(self, fetch: Callable[[str], Mapping[str, Any]] | None) -> None:
         self.fetch = fetch
         self.paths = _Paths()
-        self.runs: list[Any] = []
-        self.steps: list[Any] = []
-        self.path_ids: list[int] = []
-        self.values: list[Any] = []
+        self.clear()
 
     def rows(self) -> int:
         """Rows collected so far, steps and output leaves (what the memory held grows with)."""
-        return len(self.steps) // len(_STEP_LAYOUT) + len(self.values)
+        return len(self.leaf_ends) + len(self.leaves)
 
     def clear(self) -> None:
         """Forget the rows collected (the paths too, when there are many of them)."""
-        self.runs, self.steps, self.path_ids, self.values = [], [], [], []
+        self.runs: list[Any] = []
+        self.steps: list[Any] = []
+        # per run: the positions of its root and its parent run (-1: none), its depth
+        self.places = array("q")
+        # per step: how many output leaves were collected once its own were
+        self.leaf_ends = array("q")
+        self.leaves = _Leaves()
         if len(self.paths) > _MAX_KEPT_PATHS:
             self.paths = _Paths()
+        self._walk = _walker(self.paths, self.leaves)
 
     # -- outputs ---------------------------------------------------------------------------
-    def _walk(self, node: Any, prefix: int) -> None:
-        """Append the leaves of a non-empty object or array to ``path_ids``/``values``."""
-        paths = self.paths
-        path_ids = self.path_ids
-        values = self.values
-        walk = self._walk
-        is_object = type(node) is dict
-        known = (paths.by_key if is_object else paths.by_index)[prefix]
-        for key, value in node.items() if is_object else enumerate(node):
-            path = known.get(key)
-            if path is None:
-                path = paths.child(prefix, key, is_object)
-            kind = type(value)
-            if kind is dict or kind is list:
-                if value:
-                    walk(value, path)
-                    continue
-                value = _EMPTY_OBJECT if kind is dict else _EMPTY_ARRAY
-            path_ids.append(path)
-            values.append(value)
-
-    def _output(self, output: Any) -> int:
-        """Append an output's leaves; return how many."""
-        before = len(self.values)
+    def _output(self, output: Any) -> None:
+        """Append an output's leaves."""
         kind = type(output)
-        if kind is dict or kind is list:
-            if output:
-                self._walk(output, 0)
-            else:
-                self.path_ids.append(0)
-                self.values.append(_EMPTY_OBJECT if kind is dict else _EMPTY_ARRAY)
-        elif isinstance(output, Mapping):
-            return self._output(dict(output))
-        elif isinstance(output, tuple):
-            return self._output(list(output))
+        if (kind is dict or kind is list) and output:
+            self._walk(output, 0)
+        elif kind is not dict and kind is not list and isinstance(output, Mapping):
+            self._output(dict(output))
+        elif kind is not dict and kind is not list and isinstance(output, tuple):
+            self._output(list(output))
         else:
-            self.path_ids.append(0)
-            self.values.append(output)
-        return len(self.values) - before
+            self._walk([output], _AROUND_OUTPUT)
 
     # -- runs and steps --------------------------------------------------------------------
     def add(self, run: Mapping[str, Any], keys: Mapping[Any, Any]) -> None:
         """Append a submitted run (with its row key from ``keys``) and everything under it."""
         run_id = run_id_of(run)
         row_key = keys.get(run_id) if isinstance(run_id, (str, int)) else None
-        self._add_tree(run, root=None, parent=-1, parent_step_id=None, depth=0, row_key=row_key)
+        self._add_tree(run, None, -1, None, 0, row_key)
 
     def _add_tree(
         self,
         run: Mapping[str, Any],
-        *,
         root: int | None,
         parent: int,
         parent_step_id: Any,
         depth: int,
         row_key: Any,
     ) -> None:
-        """Append ``run``, its steps and outputs, then its nested runs (depth-first)."""
+        """Append ``run``, its steps and outputs, then its nested runs (depth-first); ``root``
+        and ``parent`` are positions of runs already collected (``None``/``-1``: none)."""
         position = len(self.runs) // len(_RUN_LAYOUT)
         root = position if root is None else root
-        *parts, steps, extra = run_parts(run)
+        parts = run_parts(run)
         self.runs.extend(parts)
         self.runs.extend(map(run.get, _RUN_SCALARS))
-        self.runs.extend(
-            (root, parent, parent_step_id, depth, row_key, len(steps), _extra_text(extra))
-        )
-        for step_id, children in self._add_steps(steps):
+        self.runs.extend((parent_step_id, row_key))
+        self.places.extend((root, parent, depth))
+        for step_id, children in self._add_steps(parts[_STEPS_PART]):
             for child in children:
-                self._add_tree(
-                    self._expanded(child),
-                    root=root,
-                    parent=position,
-                    parent_step_id=step_id,
-                    depth=depth + 1,
-                    row_key=row_key,
-                )
+                self._add_tree(self._expanded(child), root, position, step_id, depth + 1, row_key)
 
-    def _add_steps(self, steps: list[Any]) -> list[tuple[Any, list[Mapping[str, Any]]]]:
+    def _add_steps(self, steps: list[Any]) -> list[tuple[Any, Sequence[Mapping[str, Any]]]]:
         """Append a run's steps and their outputs; return the nested runs of each step."""
-        nested: list[tuple[Any, list[Mapping[str, Any]]]] = []
+        nested: list[tuple[Any, Sequence[Mapping[str, Any]]]] = []
         add = self.steps.extend
+        end = self.leaf_ends.append
+        tags = self.leaves.tags
+        walk = self._walk
         for step in steps:
             if type(step) is not dict and not isinstance(step, Mapping):
                 step = {} if step is None else {_NOT_AN_OBJECT: step}
-            scalars = tuple(map(step.get, _STEP_SCALARS))
-            output, count, children, extra = step_parts(step)
-            leaves = 0 if output is None else self._output(output)
-            add(scalars)
-            add((count, len(children), _extra_text(extra), leaves))
-            if children:
-                nested.append((scalars[_STEP_ID], children))
+            add(map(step.get, _STEP_SCALARS))
+            parts = step_parts(step)
+            add(parts)
+            output = parts[0]
+            if type(output) is dict and output:  # the common case, without a call
+                walk(output, 0)
+            elif output is not None:
+                self._output(output)
+            end(len(tags))
+            if parts[2]:
+                nested.append((step.get(_STEP_ID_FIELD), parts[2]))
         return nested
 
     def _expanded(self, child: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -352,50 +389,44 @@ class _Collector:
 
     # -- building --------------------------------------------------------------------------
     def arrow_tables(self, row_key_type: pa.DataType | None) -> dict[str, pa.Table]:
-        """The three tables of what was collected, as arrow tables of the fixed schemas."""
-        runs = _columns(self.runs, _RUN_LAYOUT)
-        steps = _columns(self.steps, _STEP_LAYOUT)
-        run_columns, row_key = _run_columns(runs, row_key_type)
-        run_codes = _Codes.of(run_columns["run_id"])
-        tree = _Tree(runs, steps, run_codes, row_key)
+        """The three tables of what was collected, as arrow tables of the fixed schemas. The
+        collector is emptied first; each field is taken out of its lists and made a column in
+        one go (while the values are fresh in the processor's caches), outputs first."""
+        runs = _Records(self.runs, _RUN_LAYOUT)
+        steps = _Records(self.steps, _STEP_LAYOUT)
+        leaves, path_texts = self.leaves, pa.array(self.paths.texts, type=pa.string())
+        places, ends = self.places, self.leaf_ends
+        self.clear()
+        tree = _Tree(runs, steps, places, ends, row_key_type)
+        outputs = _table("outputs", _output_columns(tree, leaves, path_texts))
+        del leaves
         return {
-            "runs": _table("runs", run_columns),
+            "runs": _table("runs", _run_columns(tree, runs)),
             "steps": _table("steps", _step_columns(tree, steps)),
-            "outputs": _table("outputs", self._output_columns(tree, steps)),
-        }
-
-    def _output_columns(self, tree: _Tree, steps: dict[str, list[Any]]) -> dict[str, pa.Array]:
-        leaf_counts = np.asarray(steps["leaf_count"], dtype=np.int64)
-        leaf_step = np.repeat(np.arange(len(leaf_counts), dtype=np.int64), leaf_counts)
-        leaf_run = tree.step_run[leaf_step]
-        paths = _Codes(
-            np.fromiter(self.path_ids, dtype=np.int32, count=len(self.path_ids)),
-            pa.array(self.paths.texts, type=pa.string()),
-        )
-        return {
-            "run_id": tree.run_codes.take(leaf_run),
-            "step_index": pa.array(tree.step_index[leaf_step]),
-            "step_id": tree.step_ids.take(leaf_step),
-            "step_name": tree.step_names.take(leaf_step),
-            "path": paths.take(None),
-            **_leaf_columns(self.values),
-            "root_run_id": tree.run_codes.take(tree.root[leaf_run]),
-            "row_key": tree.row_key.take(pa.array(leaf_run)),
-            "depth": pa.array(tree.depth[leaf_run]),
+            "outputs": outputs,
         }
 
 
-def _columns(flat: list[Any], layout: tuple[str, ...]) -> dict[str, list[Any]]:
-    """The flat list of fixed-width records as one list per field."""
-    width = len(layout)
-    return {name: flat[offset::width] for offset, name in enumerate(layout)}
+class _Records:
+    """Fixed-width records in one flat list (``layout`` names the fields in order); a field
+    comes out as a list of its own when asked for."""
+
+    def __init__(self, flat: list[Any], layout: tuple[str, ...]) -> None:
+        self._flat = flat
+        self._layout = layout
+
+    def __len__(self) -> int:
+        return len(self._flat) // len(self._layout)
+
+    def __getitem__(self, name: str) -> list[Any]:
+        width = len(self._layout)
+        return self._flat[self._layout.index(name) :: width]
 
 
 def _table(name: str, columns: dict[str, pa.Array]) -> pa.Table:
     """Table ``name`` from its columns by name, checked against its schema (``row_key``'s type is
     the one of the column given)."""
-    row_key_type = columns["row_key"].type
-    schema = schema_for(name, row_key_type)
+    schema = schema_for(name, columns["row_key"].type)
     if set(columns) != set(schema.names):
         missing = sorted(set(schema.names) - set(columns))
         unknown = sorted(set(columns) - set(schema.names))
@@ -404,75 +435,108 @@ def _table(name: str, columns: dict[str, pa.Array]) -> pa.Table:
 
 
 class _Codes:
-    """A dictionary-encoded column as numpy codes (``-1`` for null) and its dictionary."""
+    """A dictionary-encoded column: numpy codes (``-1`` for null) into a dictionary of distinct
+    values. ``compact`` is true when every value of the dictionary is used."""
 
-    def __init__(self, codes: np.ndarray, dictionary: pa.Array) -> None:
+    def __init__(self, codes: np.ndarray, dictionary: pa.Array, compact: bool) -> None:
         self.codes = codes
         self.dictionary = dictionary
+        self.compact = compact
 
     @classmethod
     def of(cls, values: pa.Array) -> _Codes:
+        """The codes of a column of values, in order of first appearance."""
         encoded = values.dictionary_encode()
         codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-        return cls(codes.astype(np.int32, copy=False), encoded.dictionary)
+        return cls(codes.astype(np.int32, copy=False), encoded.dictionary, True)
 
-    def take(self, positions: np.ndarray | None) -> pa.DictionaryArray:
-        """The column at ``positions`` (all of it for ``None``), its dictionary cut to the
-        values present, in their order in the dictionary."""
-        codes = self.codes if positions is None else self.codes[positions]
-        present = codes >= 0
+    def spread(self, index: np.ndarray, kept: np.ndarray | None = None) -> _Codes:
+        """The column of the rows below: row ``j`` below takes the value of row ``index[j]``.
+        ``kept`` marks the rows that ``index`` points at (``None``: all of them); the dictionary
+        is cut to their values before the (much longer) column below is made."""
+        cut = self._cut(kept)
+        return _Codes(cut.codes[index], cut.dictionary, True)
+
+    def _cut(self, kept: np.ndarray | None) -> _Codes:
+        """The codes renumbered into a dictionary of the values the ``kept`` rows use (rows not
+        kept may point anywhere)."""
+        codes = self.codes if kept is None else self.codes[kept]
         used = np.zeros(len(self.dictionary), dtype=bool)
-        used[codes[present]] = True
-        dictionary = self.dictionary
-        if not used.all():
-            renumber = np.cumsum(used, dtype=np.int32) - 1
-            codes = np.where(present, renumber[codes], -1).astype(np.int32)
-            dictionary = dictionary.filter(pa.array(used))
-        mask = None if present.all() else ~present
-        return pa.DictionaryArray.from_arrays(pa.array(codes, mask=mask), dictionary)
+        used[codes[codes >= 0]] = True
+        if used.all():
+            return _Codes(self.codes, self.dictionary, kept is None)
+        renumber = np.cumsum(used, dtype=np.int32) - 1
+        codes = np.where(self.codes >= 0, renumber[self.codes], -1).astype(np.int32)
+        return _Codes(codes, self.dictionary.filter(pa.array(used)), kept is None)
+
+    def array(self) -> pa.DictionaryArray:
+        """The column as an arrow dictionary array whose dictionary holds the values present."""
+        column = self if self.compact else self._cut(None)
+        missing = column.codes < 0
+        mask = missing if missing.any() else None
+        return pa.DictionaryArray.from_arrays(pa.array(column.codes, mask=mask), column.dictionary)
 
 
 class _Tree:
-    """Where each step sits (its run, its index) and the run-level columns steps and outputs
-    repeat, as numpy arrays and codes to take from."""
+    """Where the rows of each table sit: how many steps each run has and how many leaves each
+    step, the position of each step's run and each leaf's step, and the columns that steps
+    repeat from their runs (and outputs from their steps)."""
 
     def __init__(
         self,
-        runs: dict[str, list[Any]],
-        steps: dict[str, list[Any]],
-        run_codes: _Codes,
-        row_key: pa.Array,
+        runs: _Records,
+        steps: _Records,
+        places: array[int],
+        ends: array[int],
+        row_key_type: pa.DataType | None,
     ) -> None:
-        step_counts = np.asarray(runs["step_count"], dtype=np.int64)
-        self.step_run = np.repeat(np.arange(len(step_counts), dtype=np.int64), step_counts)
-        first_step = np.cumsum(step_counts) - step_counts
-        self.step_index = np.arange(len(self.step_run), dtype=np.int64) - first_step[self.step_run]
-        self.root = np.asarray(runs["root"], dtype=np.int64)
-        self.depth = np.asarray(runs["depth"], dtype=np.int64)
-        self.run_codes = run_codes
-        self.row_key = row_key
-        self.step_ids = _Codes.of(_str_array(steps["id"]))
-        self.step_names = _Codes.of(_str_array(steps["name"]))
+        self.step_counts = np.fromiter(map(len, runs["steps"]), dtype=np.int64, count=len(runs))
+        self.leaf_counts = np.diff(np.frombuffer(ends, dtype=np.int64), prepend=np.int64(0))
+        self.step_run = _owners(self.step_counts)
+        self.leaf_step = _owners(self.leaf_counts)
+        first_step = np.cumsum(self.step_counts) - self.step_counts
+        self.step_index = np.arange(len(self.step_run), dtype=np.int64)
+        self.step_index -= first_step[self.step_run]
+        self.run_id = _str_array(runs["run_id"])
+        root, parent, depth = np.frombuffer(places, dtype=np.int64).reshape(-1, 3).T
+        self.root, self.parent, self.depth = root.copy(), parent.copy(), depth.copy()
+        self.row_key = _row_key_array(runs["row_key"], row_key_type, self.run_id)
+        run_codes = _Codes.of(self.run_id)
+        with_steps = self.step_counts > 0
+        # At the steps' level: the run-level columns each step carries, and its own ids.
+        self.step_run_id = run_codes.spread(self.step_run, with_steps)
+        self.step_root_id = _Codes(run_codes.codes[self.root], run_codes.dictionary, False)
+        self.step_root_id = self.step_root_id.spread(self.step_run, with_steps)
+        self.step_depth = self.depth[self.step_run]
+        self.step_row_key = self.row_key.take(pa.array(self.step_run))
+        self.step_id = _Codes.of(_str_array(steps["id"]))
+        self.step_name = _Codes.of(_str_array(steps["name"]))
+
+    def below_steps(self, codes: _Codes) -> pa.DictionaryArray:
+        """A step-level column for the output leaves."""
+        return codes.spread(self.leaf_step, self.leaf_counts > 0).array()
 
 
-def _run_columns(
-    runs: dict[str, list[Any]], row_key_type: pa.DataType | None
-) -> tuple[dict[str, pa.Array], pa.Array]:
-    run_id = _str_array(runs["run_id"])
-    root = pa.array(np.asarray(runs["root"], dtype=np.int64))
-    parent = np.asarray(runs["parent"], dtype=np.int64)
-    row_key = _row_key_array(runs["row_key"], row_key_type, runs["run_id"])
-    columns = {
+def _owners(counts: np.ndarray) -> np.ndarray:
+    """For rows grouped under owners (``counts[i]`` rows under owner ``i``, in order): the
+    position of each row's owner."""
+    return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+
+
+def _run_columns(tree: _Tree, runs: _Records) -> dict[str, pa.Array]:
+    run_id = tree.run_id
+    parent = tree.parent
+    return {
         "run_id": run_id,
-        "root_run_id": run_id.take(root),
+        "root_run_id": run_id.take(pa.array(tree.root)),
         "parent_run_id": run_id.take(pa.array(parent, mask=parent < 0)),
         "parent_step_id": _str_array(runs["parent_step_id"]),
-        "depth": pa.array(runs["depth"], type=pa.int64()),
-        "row_key": row_key,
+        "depth": pa.array(tree.depth),
+        "row_key": tree.row_key,
         "workflow_id": _str_array(runs["workflow_id"]),
         "workflow_name": _str_array(runs["workflow_name"]),
         "status": _category_array(runs["status"]),
-        "step_count": pa.array(runs["step_count"], type=pa.int64()),
+        "step_count": pa.array(tree.step_counts),
         "steps_completed": _int_array(runs["steps_completed"]),
         "steps_total": _int_array(runs["steps_total"]),
         # submitted_at: when the API accepted the run (its createdAt); see docs/decisions.md.
@@ -484,28 +548,46 @@ def _run_columns(
         "computed_duration_ms": _int_array(runs["computed_duration_ms"]),
         "error_code": _str_array(runs["error_code"]),
         "error_message": _str_array(runs["error_message"]),
-        "extra_json": pa.array(runs["extra_json"], type=pa.string()),
+        "extra_json": _extra_array(runs["extra"]),
     }
-    return columns, row_key
 
 
-def _step_columns(tree: _Tree, steps: dict[str, list[Any]]) -> dict[str, pa.Array]:
-    step_run = tree.step_run
+def _step_columns(tree: _Tree, steps: _Records) -> dict[str, pa.Array]:
     return {
-        "run_id": tree.run_codes.take(step_run),
+        "run_id": tree.step_run_id.array(),
         "step_index": pa.array(tree.step_index),
-        "step_id": tree.step_ids.take(None),
-        "name": tree.step_names.take(None),
+        "step_id": tree.step_id.array(),
+        "name": tree.step_name.array(),
         "type": _category_array(steps["type"]),
         "status": _category_array(steps["status"]),
         "message": _str_array(steps["message"]),
-        "has_output": pa.array(np.asarray(steps["leaf_count"], dtype=np.int64) > 0),
+        "has_output": pa.array(tree.leaf_counts > 0),
         "nested_run_count": _int_array(steps["nested_run_count"]),
-        "nested_runs_seen": pa.array(steps["nested_runs_seen"], type=pa.int64()),
-        "root_run_id": tree.run_codes.take(tree.root[step_run]),
-        "row_key": tree.row_key.take(pa.array(step_run)),
-        "depth": pa.array(tree.depth[step_run]),
-        "extra_json": pa.array(steps["extra_json"], type=pa.string()),
+        "nested_runs_seen": pa.array(
+            np.fromiter(map(len, steps["children"]), dtype=np.int64, count=len(steps))
+        ),
+        "root_run_id": tree.step_root_id.array(),
+        "row_key": tree.step_row_key,
+        "depth": pa.array(tree.step_depth),
+        "extra_json": _extra_array(steps["extra"]),
+    }
+
+
+def _output_columns(tree: _Tree, leaves: _Leaves, path_texts: pa.Array) -> dict[str, pa.Array]:
+    leaf_step = tree.leaf_step
+    tags = np.frombuffer(leaves.tags, dtype=np.int32)
+    paths = _Codes(tags >> _TYPE_BITS, path_texts, False)
+    codes = (tags & _TYPE_MASK).astype(np.int8)
+    return {
+        "run_id": tree.below_steps(tree.step_run_id),
+        "step_index": pa.array(tree.step_index[leaf_step]),
+        "step_id": tree.below_steps(tree.step_id),
+        "step_name": tree.below_steps(tree.step_name),
+        "path": paths.array(),
+        **_leaf_columns(codes, leaves.by_type),
+        "root_run_id": tree.below_steps(tree.step_root_id),
+        "row_key": tree.step_row_key.take(pa.array(leaf_step)),
+        "depth": pa.array(tree.step_depth[leaf_step]),
     }
 
 
@@ -537,7 +619,7 @@ def _str_array(values: list[Any]) -> pa.Array:
         return pa.array([_as_str(value) for value in values], type=pa.string())
 
 
-_PLAIN_INTEGERS = frozenset({int, type(None)})
+_PLAIN_INTEGERS: frozenset[type] = frozenset({int, type(None)})
 
 
 def _int_array(values: list[Any]) -> pa.Array:
@@ -550,21 +632,33 @@ def _int_array(values: list[Any]) -> pa.Array:
     return pa.array([_as_int(value) for value in values], type=pa.int64())
 
 
+def _extra_array(extras: list[dict[str, Any] | None]) -> pa.Array:
+    """The ``extra_json`` column: each run's (or step's) unread parts as a JSON object."""
+    return pa.array(
+        [None if extra is None else _extra_text(extra) for extra in extras], pa.string()
+    )
+
+
 def _category_array(values: list[Any]) -> pa.Array:
     return _str_array(values).dictionary_encode()
 
 
+_TEXTS: frozenset[type] = frozenset({str, type(None)})
+
+
 def _timestamp_array(values: list[Any]) -> pa.Array:
     """ISO 8601 strings as UTC timestamps; anything unparseable becomes null."""
-    texts = [value if isinstance(value, str) and value else None for value in values]
     target = pa.timestamp("us", tz="UTC")
-    try:
-        return pa.array(texts, type=pa.string()).cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        parsed = pd.to_datetime(
-            pd.Series(texts, dtype=object), utc=True, format="ISO8601", errors="coerce"
-        )
-        return pa.array(parsed.dt.as_unit("us"), type=target)
+    if set(map(type, values)) <= _TEXTS:
+        try:
+            return pa.array(values, type=pa.string()).cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    texts = [value if isinstance(value, str) and value else None for value in values]
+    parsed = pd.to_datetime(
+        pd.Series(texts, dtype=object), utc=True, format="ISO8601", errors="coerce"
+    )
+    return pa.array(parsed.dt.as_unit("us"), type=target)
 
 
 def _scatter(values: np.ndarray, mask: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
@@ -608,61 +702,48 @@ def _scatter_strings(values: pa.Array, mask: np.ndarray) -> pa.Array:
     )
 
 
-def _leaf_columns(values: list[Any]) -> dict[str, pa.Array]:
-    """``value_type`` and the five value columns of the output leaves, built column-wise."""
-    count = len(values)
-    codes_map: defaultdict[type, int] = defaultdict(lambda: _ODD, _LEAF_CODES)
-    codes = np.fromiter(map(codes_map.__getitem__, map(type, values)), dtype=np.int8, count=count)
-    objects = np.empty(count, dtype=object)
-    objects[:] = values
-    _settle_odd_leaves(codes, objects)
-
+def _leaf_columns(codes: np.ndarray, by_type: list[list[Any]]) -> dict[str, pa.Array]:
+    """``value_type`` and the five value columns of the output leaves (their type codes, and
+    their values by type), built column-wise."""
     integers = codes == _INTEGER
-    int_values = objects[integers]
+    big = np.zeros(len(codes), dtype=bool)
+    numbers = by_type[_INTEGER]
     try:
-        value_int = _scatter(int_values.astype(np.int64), integers, pa.int64())
-        big = np.zeros(count, dtype=bool)
-    except OverflowError:  # beyond int64: the digits go to value_json instead
-        fits = np.array([_INT64_MIN <= number <= _INT64_MAX for number in int_values], dtype=bool)
-        big = np.zeros(count, dtype=bool)
+        int_values = np.fromiter(numbers, dtype=np.int64, count=len(numbers))
+    except OverflowError:  # beyond int64: those digits go to value_json instead
+        fits = np.fromiter((_INT64_MIN <= n <= _INT64_MAX for n in numbers), dtype=bool)
         big[np.flatnonzero(integers)[~fits]] = True
         integers &= ~big
-        value_int = _scatter(int_values[fits].astype(np.int64), integers, pa.int64())
-
-    strings = codes == _STRING
-    floats = codes == _FLOAT
-    booleans = codes == _BOOLEAN
+        int_values = np.fromiter(
+            (n for n, ok in zip(numbers, fits, strict=True) if ok), dtype=np.int64
+        )
+        numbers = [n for n, ok in zip(numbers, fits, strict=True) if not ok]
+    else:
+        numbers = []
+    strings, floats, booleans = codes == _STRING, codes == _FLOAT, codes == _BOOLEAN
     as_json = big | (codes == _OBJECT) | (codes == _ARRAY)
-    json_texts = [
-        value.json if type(value) in (_EmptyObject, _EmptyArray) else str(value)
-        for value in objects[as_json]
-    ]
-    value_type = pa.DictionaryArray.from_arrays(
-        pa.array(codes.astype(np.int32)), pa.array(list(VALUE_TYPES), type=pa.string())
-    )
+    json_kinds = codes[as_json]
+    json_texts = np.where(json_kinds == _OBJECT, _EmptyObject.json, _EmptyArray.json).astype(object)
+    json_texts[json_kinds == _INTEGER] = [str(number) for number in numbers]
+    floats_given, booleans_given = by_type[_FLOAT], by_type[_BOOLEAN]
     return {
-        "value_type": value_type,
-        "value_str": _scatter_strings(pa.array(objects[strings], type=pa.string()), strings),
-        "value_int": value_int,
-        "value_float": _scatter(objects[floats].astype(np.float64), floats, pa.float64()),
-        "value_bool": _scatter(objects[booleans].astype(bool), booleans, pa.bool_()),
+        "value_type": pa.DictionaryArray.from_arrays(
+            pa.array(codes.astype(np.int32)), pa.array(list(VALUE_TYPES), type=pa.string())
+        ),
+        "value_str": _scatter_strings(pa.array(by_type[_STRING], type=pa.string()), strings),
+        "value_int": _scatter(int_values, integers, pa.int64()),
+        "value_float": _scatter(
+            np.fromiter(floats_given, dtype=np.float64, count=len(floats_given)),
+            floats,
+            pa.float64(),
+        ),
+        "value_bool": _scatter(
+            np.fromiter(booleans_given, dtype=bool, count=len(booleans_given)),
+            booleans,
+            pa.bool_(),
+        ),
         "value_json": _scatter_strings(pa.array(json_texts, type=pa.string()), as_json),
     }
-
-
-def _settle_odd_leaves(codes: np.ndarray, objects: np.ndarray) -> None:
-    """Give leaves of other types than JSON's (subclasses, numpy scalars, a custom decoder's
-    Decimal) the code of the JSON type they stand for, in place; text for the rest."""
-    for position in np.flatnonzero(codes == _ODD):
-        value = objects[position]
-        if isinstance(value, (bool, np.bool_)):
-            codes[position], objects[position] = _BOOLEAN, bool(value)
-        elif isinstance(value, (int, np.integer)):
-            codes[position], objects[position] = _INTEGER, int(value)
-        elif isinstance(value, (float, np.floating)):
-            codes[position], objects[position] = _FLOAT, float(value)
-        else:
-            codes[position], objects[position] = _STRING, str(value)
 
 
 # -- row keys ---------------------------------------------------------------------------------
@@ -690,13 +771,24 @@ def _row_key_type(value: RowKeyType | None) -> pa.DataType | None:
     return _ROW_KEY_TYPES[value]
 
 
-def _row_key_array(keys: list[Any], arrow_type: pa.DataType | None, run_ids: list[Any]) -> pa.Array:
+_PLAIN_KEYS: dict[pa.DataType, frozenset[type]] = {
+    pa.int64(): _PLAIN_INTEGERS,
+    pa.string(): _TEXTS,
+}
+
+
+def _row_key_array(keys: list[Any], arrow_type: pa.DataType | None, run_ids: pa.Array) -> pa.Array:
     """Row keys as ``int64`` (integers only) or as text (``str(key)``); ``arrow_type=None``
     decides from the keys (:func:`decide_row_key_type`)."""
+    kinds = set(map(type, keys))
     if arrow_type is None:
-        arrow_type = decide_row_key_type(keys)
+        present = kinds - {type(None)}
+        plain = present and present <= _PLAIN_INTEGERS
+        arrow_type = pa.int64() if plain else decide_row_key_type(keys)
+    if kinds <= _PLAIN_KEYS[arrow_type]:
+        return pa.array(keys, type=arrow_type)
     if arrow_type == pa.int64():
-        for key, run_id in zip(keys, run_ids, strict=True):
+        for key, run_id in zip(keys, run_ids.to_pylist(), strict=True):
             if key is not None and not _is_integer_key(key):
                 raise ValueError(
                     f"row key {key!r} of run {run_id!r} is not an integer, but the tables' "

@@ -157,17 +157,100 @@ def _with_pandas_metadata(schema: pa.Schema) -> pa.Schema:
 
 
 def frame_from_arrow(table: pa.Table) -> pd.DataFrame:
-    """The pandas frame of an arrow table: the one conversion used on build and on read-back."""
-    frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get)
-    for column in (*_SORTED_CATEGORIES, "value_type"):
-        if column in frame.columns and isinstance(frame[column].dtype, pd.CategoricalDtype):
-            values = frame[column]
-            if column == "value_type":
-                frame[column] = values.cat.set_categories(list(VALUE_TYPES))
-            else:
-                used = values.cat.remove_unused_categories()
-                frame[column] = used.cat.set_categories(sorted(used.cat.categories))
-    return frame
+    """The pandas frame of an arrow table: the one conversion used on build and on read-back.
+
+    Column by column, so that each arrow column can be let go once converted (when nothing
+    else holds it): integers, floats and booleans become masked arrays (``Int64``, ``Float64``,
+    ``boolean``), strings arrow-backed ``string``, dictionaries categoricals (one categories
+    index per distinct dictionary), anything else what pyarrow makes of it.
+    """
+    names = table.column_names
+    columns = [table.column(index) for index in range(table.num_columns)]
+    del table
+    categories: dict[tuple[int, int, int], pd.CategoricalDtype] = {}
+    converted: dict[str, Any] = {}
+    for position, name in enumerate(names):
+        column, columns[position] = columns[position], None
+        values = _pandas_values(column, categories)
+        del column
+        if name in _SORTED_CATEGORIES and isinstance(values, pd.Categorical):
+            used = values.remove_unused_categories()
+            values = used.set_categories(sorted(used.categories))
+        elif name == "value_type" and isinstance(values, pd.Categorical):
+            values = values.set_categories(list(VALUE_TYPES))
+        converted[name] = values
+    return pd.DataFrame(converted, copy=False)
+
+
+def _validity(chunk: pa.Array) -> np.ndarray | None:
+    """Which items of ``chunk`` are not null (``None`` when none is null)."""
+    if chunk.null_count == 0:
+        return None
+    bits = np.frombuffer(chunk.buffers()[0], dtype=np.uint8)
+    valid = np.unpackbits(bits, count=chunk.offset + len(chunk), bitorder="little")
+    return valid[chunk.offset :].astype(bool)
+
+
+def _masked(column: pa.ChunkedArray, numpy_type: type[np.generic]) -> tuple[Any, Any]:
+    """The values and the null mask of a fixed-width column (one numpy copy of the data)."""
+    data, mask = [], []
+    for chunk in column.chunks:
+        count = len(chunk)
+        if numpy_type is np.bool_:
+            raw = np.frombuffer(chunk.buffers()[1], dtype=np.uint8)
+            bits = np.unpackbits(raw, count=chunk.offset + count, bitorder="little")
+            data.append(bits[chunk.offset :].astype(bool))
+        else:
+            raw = np.frombuffer(chunk.buffers()[1], dtype=numpy_type)
+            data.append(raw[chunk.offset : chunk.offset + count])
+        valid = _validity(chunk)
+        mask.append(np.zeros(count, dtype=bool) if valid is None else ~valid)
+    if not data:
+        return np.zeros(0, dtype=numpy_type), np.zeros(0, dtype=bool)
+    return np.concatenate(data), np.concatenate(mask)
+
+
+_MASKED: dict[pa.DataType, tuple[type[np.generic], Any]] = {
+    _INT: (np.int64, pd.arrays.IntegerArray),
+    pa.float64(): (np.float64, pd.arrays.FloatingArray),
+    pa.bool_(): (np.bool_, pd.arrays.BooleanArray),
+}
+
+
+def _categorical(
+    column: pa.ChunkedArray, categories: dict[tuple[int, int, int], pd.CategoricalDtype]
+) -> pd.Categorical:
+    if column.num_chunks > 1:
+        column = column.unify_dictionaries()
+    chunks = column.chunks or [pa.array([], type=column.type)]
+    dictionary = chunks[0].dictionary
+    # Tables built together share dictionaries (one categories index for all their columns).
+    data = dictionary.buffers()[-1]
+    key = (0 if data is None else data.address, dictionary.offset, len(dictionary))
+    dtype = categories.get(key)
+    if dtype is None:
+        values = dictionary.to_pandas(types_mapper=_PANDAS_TYPES.get)
+        dtype = categories[key] = pd.CategoricalDtype(pd.Index(values))
+    codes = np.concatenate(
+        [chunk.indices.fill_null(-1).to_numpy(zero_copy_only=False) for chunk in chunks]
+    )
+    return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
+
+
+def _pandas_values(
+    column: pa.ChunkedArray, categories: dict[tuple[int, int, int], pd.CategoricalDtype]
+) -> Any:
+    """One arrow column as the values of a pandas column."""
+    arrow_type = column.type
+    if arrow_type in _MASKED:
+        numpy_type, masked = _MASKED[arrow_type]
+        data, mask = _masked(column, numpy_type)
+        return masked(data, mask, copy=False)
+    if arrow_type in (_STR, pa.large_string()):
+        return pd.arrays.ArrowStringArray(column)
+    if pa.types.is_dictionary(arrow_type) and pa.types.is_string(arrow_type.value_type):
+        return _categorical(column, categories)
+    return column.to_pandas(types_mapper=_PANDAS_TYPES.get).array
 
 
 def arrow_from_frame(name: str, frame: pd.DataFrame) -> pa.Table:
