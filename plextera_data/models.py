@@ -153,11 +153,6 @@ def _is_object(value: Any) -> bool:
     return type(value) is dict or isinstance(value, Mapping)
 
 
-def _read_whole(value: Any, known: frozenset[str]) -> bool:
-    """True when a sub-object is absent or holds only members that are read."""
-    return value is None or (type(value) is dict and value.keys() <= known)
-
-
 def run_payload(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     """The run inside ``obj``: an event envelope (``{"eventType", "data": run}``) or a bare run."""
     data = obj.get("data")
@@ -178,40 +173,54 @@ def workflow_id_of(raw: Mapping[str, Any]) -> Any:
     return raw.get(_WORKFLOW_ID_IN_EVENTS) if workflow_id is None else workflow_id
 
 
+_WORKFLOW_FIELDS = SUBOBJECT_FIELDS[_WORKFLOW]
+_PROGRESS_FIELDS = SUBOBJECT_FIELDS[_PROGRESS]
+_ERROR_FIELDS = SUBOBJECT_FIELDS[_ERROR]
+
+
 def run_parts(raw: Mapping[str, Any]) -> tuple[Any, ...]:
     """The parts of a run model beyond its scalar fields, as given (no conversion): ``(id,
     workflow id, workflow name, steps completed, steps total, error code, error message, steps,
     extras)``. ``steps`` is the list of step objects (``[]`` when the field is not a list);
     ``extras`` what is not read (:func:`run_extras`)."""
+    # Written out for plain dicts (what json.loads gives): flatten reads every run through here.
     get = raw.get
     workflow, progress, error, steps = get(_WORKFLOW), get(_PROGRESS), get(_ERROR), get(_STEPS)
-    extras = None
-    if not (
-        raw.keys() <= RUN_FIELDS
-        and _read_whole(workflow, SUBOBJECT_FIELDS[_WORKFLOW])
-        and _read_whole(progress, SUBOBJECT_FIELDS[_PROGRESS])
-        and _read_whole(error, SUBOBJECT_FIELDS[_ERROR])
-        and (steps is None or type(steps) is list)
-    ):
-        extras = run_extras(raw)
-    workflow, progress, error = _object(workflow), _object(progress), _object(error)
+    whole = raw.keys() <= RUN_FIELDS
+    if type(workflow) is dict:
+        whole = whole and workflow.keys() <= _WORKFLOW_FIELDS
+    else:
+        whole = whole and workflow is None
+        workflow = _object(workflow)
+    if type(progress) is dict:
+        whole = whole and progress.keys() <= _PROGRESS_FIELDS
+    else:
+        whole = whole and progress is None
+        progress = _object(progress)
+    if type(error) is dict:
+        whole = whole and error.keys() <= _ERROR_FIELDS
+    else:
+        whole = whole and error is None
+        error = _object(error)
+    if type(steps) is not list and not isinstance(steps, list):
+        whole = whole and steps is None
+        steps = []
+    run_id = get(_RUN_ID)
     workflow_id = workflow.get("id")
     return (
-        run_id_of(raw),
+        get(_RUN_ID_IN_EVENTS) if run_id is None else run_id,
         get(_WORKFLOW_ID_IN_EVENTS) if workflow_id is None else workflow_id,
         workflow.get("name"),
         progress.get("stepsCompleted"),
         progress.get("stepsTotal"),
         error.get("code"),
         error.get("message"),
-        steps if isinstance(steps, list) else [],
-        extras,
+        steps,
+        None if whole else run_extras(raw),
     )
 
 
 _NESTED_RUN_FIELDS = SUBOBJECT_FIELDS[_NESTED_RUNS]
-
-
 # Most steps start no nested run: they share this empty sequence (no list made per step).
 _NO_RUNS: tuple[()] = ()
 
