@@ -901,6 +901,11 @@ class TableWriter:
     ) -> None:
         if rows_per_group < 1:
             raise ValueError(f"rows_per_group must be at least 1, not {rows_per_group}")
+        if not part or part != Path(part).name or part[0] in "._":
+            raise ValueError(
+                f"part names the files of this writer ({part}.parquet): a plain file name, "
+                f"not starting with '.' or '_' (readers skip those), not {part!r}"
+            )
         self.directory = Path(directory)
         self.part = part
         self.rows_per_group = rows_per_group
@@ -908,12 +913,23 @@ class TableWriter:
         self._collector = _Collector(_fetcher(expand_nested, client))
         self._parts: dict[str, PartWriter] = {}
         self._closed = False
-        self.runs = 0
+        #: Submitted runs added so far.
+        self.runs_added = 0
 
     @property
     def paths(self) -> dict[str, Path]:
         """The directory of each table's dataset."""
         return {name: self.directory / name for name in TABLE_NAMES}
+
+    @property
+    def rows_written(self) -> dict[str, int]:
+        """Rows written to each table so far."""
+        return {name: self._parts[name].rows if name in self._parts else 0 for name in TABLE_NAMES}
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows (steps and output leaves) collected and not yet written: what memory holds."""
+        return self._collector.rows()
 
     def add(self, runs: Any, row_keys: Mapping[Any, Any] | None = None) -> None:
         """Flatten ``runs`` (Run objects, raw dicts, event payloads, a Batch; read once) and
@@ -926,13 +942,13 @@ class TableWriter:
         collector = self._collector
         for run in _raw_runs(items):
             collector.add(run, keys)
-            self.runs += 1
+            self.runs_added += 1
             if collector.rows() >= self.rows_per_group:
                 self._flush()
 
     def _flush(self) -> None:
+        """Write the rows collected as one row group of each table, and let them go."""
         tables = self._collector.arrow_tables(self._row_key_type)
-        self._collector.clear()
         for name, table in tables.items():
             writer = self._parts.get(name)
             if writer is None:
@@ -946,7 +962,7 @@ class TableWriter:
         if not self._closed:
             if self._row_key_type is None:
                 self._row_key_type = pa.string()
-            if self._collector.runs or not self._parts:
+            if self._collector.runs or not self._parts:  # rows left, or nothing written yet
                 self._flush()
             for writer in self._parts.values():
                 writer.close()
