@@ -51,6 +51,7 @@ from plextera_data.models import (
 from plextera_data.parquet import PartWriter
 from plextera_data.tables import (
     TABLE_NAMES,
+    TEXT,
     VALUE_TYPES,
     Tables,
     outputs_wide,
@@ -114,15 +115,13 @@ _RUN_LAYOUT = (
     "parent_step_id",
     "row_key",
 )
-_STEP_SCALARS = tuple(STEP_SCALAR_FIELDS.values())
-_STEP_LAYOUT = (
-    *STEP_SCALAR_FIELDS,
-    # models.step_parts, in its order
-    "output",
-    "nested_run_count",
-    "children",
-    "extra",
-)
+# A step's kind: its id, name, type and status. The steps of a batch are of a few kinds (the
+# steps of its workflows, in a few statuses): each kind is kept once, each step its number
+# (values that compare equal, such as step ids 1 and 1.0, share a kind).
+_KIND_LAYOUT = ("id", "name", "type", "status")
+_KIND_FIELDS = tuple(STEP_SCALAR_FIELDS[name] for name in _KIND_LAYOUT)
+_MESSAGE_FIELD = STEP_SCALAR_FIELDS["message"]
+_STEP_LAYOUT = ("message", "nested_run_count", "nested_runs_seen", "extra")
 _STEP_ID_FIELD = STEP_SCALAR_FIELDS["id"]
 _STEPS_PART = _RUN_LAYOUT.index("steps")
 # The extra_json key under which a step that is not an object is kept.
@@ -306,7 +305,10 @@ class _Collector:
         self.steps: list[Any] = []
         # per run: the positions of its root and its parent run (-1: none), its depth
         self.places = array("q")
-        # per step: how many output leaves were collected once its own were
+        # per step: the number of its kind, and how many output leaves were collected once its
+        # own were
+        self.kinds: dict[tuple[Any, ...], int] = {}
+        self.step_kinds = array("i")
         self.leaf_ends = array("q")
         self.leaves = _Leaves()
         if len(self.paths) > _MAX_KEPT_PATHS:
@@ -359,23 +361,32 @@ class _Collector:
         """Append a run's steps and their outputs; return the nested runs of each step."""
         nested: list[tuple[Any, Sequence[Mapping[str, Any]]]] = []
         add = self.steps.extend
+        kinds = self.kinds
+        add_kind = self.step_kinds.append
         end = self.leaf_ends.append
         tags = self.leaves.tags
         walk = self._walk
         for step in steps:
             if type(step) is not dict and not isinstance(step, Mapping):
                 step = {} if step is None else {_NOT_AN_OBJECT: step}
-            add(map(step.get, _STEP_SCALARS))
-            parts = step_parts(step)
-            add(parts)
-            output = parts[0]
+            kind = tuple(map(step.get, _KIND_FIELDS))
+            try:
+                number = kinds.get(kind)
+            except TypeError:  # a field holding an object: the kind keeps its JSON text
+                kind = tuple(map(_as_str, kind))
+                number = kinds.get(kind)
+            if number is None:
+                number = kinds[kind] = len(kinds)
+            add_kind(number)
+            output, count, children, extra = step_parts(step)
+            add((step.get(_MESSAGE_FIELD), count, len(children), extra))
             if type(output) is dict and output:  # the common case, without a call
                 walk(output, 0)
             elif output is not None:
                 self._output(output)
             end(len(tags))
-            if parts[2]:
-                nested.append((step.get(_STEP_ID_FIELD), parts[2]))
+            if children:
+                nested.append((step.get(_STEP_ID_FIELD), children))
         return nested
 
     def _expanded(self, child: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -389,22 +400,23 @@ class _Collector:
 
     # -- building --------------------------------------------------------------------------
     def arrow_tables(self, row_key_type: pa.DataType | None) -> dict[str, pa.Table]:
-        """The three tables of what was collected, as arrow tables of the fixed schemas. The
-        collector is emptied first; each field is taken out of its lists and made a column in
-        one go (while the values are fresh in the processor's caches), outputs first."""
+        """The three tables of what was collected, as arrow tables of the fixed schemas.
+
+        The collector is emptied first. Each field is taken out of its list and made a column
+        in one go (while its values are fresh in the processor's caches), and the lists are let
+        go as soon as they are used: runs and steps first, then the much larger outputs."""
         runs = _Records(self.runs, _RUN_LAYOUT)
         steps = _Records(self.steps, _STEP_LAYOUT)
         leaves, path_texts = self.leaves, pa.array(self.paths.texts, type=pa.string())
-        places, ends = self.places, self.leaf_ends
+        tree = _Tree(runs, self.places, self.kinds, self.step_kinds, self.leaf_ends, row_key_type)
         self.clear()
-        tree = _Tree(runs, steps, places, ends, row_key_type)
-        outputs = _table("outputs", _output_columns(tree, leaves, path_texts))
-        del leaves
-        return {
+        tables = {
             "runs": _table("runs", _run_columns(tree, runs)),
             "steps": _table("steps", _step_columns(tree, steps)),
-            "outputs": outputs,
         }
+        del runs, steps
+        tables["outputs"] = _table("outputs", _output_columns(tree, leaves, path_texts))
+        return tables
 
 
 class _Records:
@@ -448,7 +460,7 @@ class _Codes:
         """The codes of a column of values, in order of first appearance."""
         encoded = values.dictionary_encode()
         codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-        return cls(codes.astype(np.int32, copy=False), encoded.dictionary, True)
+        return cls(codes.astype(np.int32, copy=False), encoded.dictionary.cast(pa.string()), True)
 
     def spread(self, index: np.ndarray, kept: np.ndarray | None = None) -> _Codes:
         """The column of the rows below: row ``j`` below takes the value of row ``index[j]``.
@@ -485,8 +497,9 @@ class _Tree:
     def __init__(
         self,
         runs: _Records,
-        steps: _Records,
         places: array[int],
+        kinds: dict[tuple[Any, ...], int],
+        step_kinds: array[int],
         ends: array[int],
         row_key_type: pa.DataType | None,
     ) -> None:
@@ -497,20 +510,24 @@ class _Tree:
         first_step = np.cumsum(self.step_counts) - self.step_counts
         self.step_index = np.arange(len(self.step_run), dtype=np.int64)
         self.step_index -= first_step[self.step_run]
-        self.run_id = _str_array(runs["run_id"])
+        self.run_id = _str_array(runs["run_id"])  # text; its codes index a string dictionary
         root, parent, depth = np.frombuffer(places, dtype=np.int64).reshape(-1, 3).T
         self.root, self.parent, self.depth = root.copy(), parent.copy(), depth.copy()
         self.row_key = _row_key_array(runs["row_key"], row_key_type, self.run_id)
         run_codes = _Codes.of(self.run_id)
         with_steps = self.step_counts > 0
-        # At the steps' level: the run-level columns each step carries, and its own ids.
+        # At the steps' level: the run-level columns each step carries, and its own fields.
         self.step_run_id = run_codes.spread(self.step_run, with_steps)
         self.step_root_id = _Codes(run_codes.codes[self.root], run_codes.dictionary, False)
         self.step_root_id = self.step_root_id.spread(self.step_run, with_steps)
         self.step_depth = self.depth[self.step_run]
         self.step_row_key = self.row_key.take(pa.array(self.step_run))
-        self.step_id = _Codes.of(_str_array(steps["id"]))
-        self.step_name = _Codes.of(_str_array(steps["name"]))
+        numbers = np.frombuffer(step_kinds, dtype=np.int32)
+        fields = list(zip(*kinds, strict=True)) if kinds else [()] * len(_KIND_LAYOUT)
+        self.step_kind = {
+            name: _Codes.of(_str_array(list(values), pa.string())).spread(numbers)
+            for name, values in zip(_KIND_LAYOUT, fields, strict=True)
+        }
 
     def below_steps(self, codes: _Codes) -> pa.DictionaryArray:
         """A step-level column for the output leaves."""
@@ -520,7 +537,7 @@ class _Tree:
 def _owners(counts: np.ndarray) -> np.ndarray:
     """For rows grouped under owners (``counts[i]`` rows under owner ``i``, in order): the
     position of each row's owner."""
-    return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    return np.repeat(np.arange(len(counts), dtype=np.int32), counts)
 
 
 def _run_columns(tree: _Tree, runs: _Records) -> dict[str, pa.Array]:
@@ -556,16 +573,14 @@ def _step_columns(tree: _Tree, steps: _Records) -> dict[str, pa.Array]:
     return {
         "run_id": tree.step_run_id.array(),
         "step_index": pa.array(tree.step_index),
-        "step_id": tree.step_id.array(),
-        "name": tree.step_name.array(),
-        "type": _category_array(steps["type"]),
-        "status": _category_array(steps["status"]),
+        "step_id": tree.step_kind["id"].array(),
+        "name": tree.step_kind["name"].array(),
+        "type": tree.step_kind["type"].array(),
+        "status": tree.step_kind["status"].array(),
         "message": _str_array(steps["message"]),
         "has_output": pa.array(tree.leaf_counts > 0),
         "nested_run_count": _int_array(steps["nested_run_count"]),
-        "nested_runs_seen": pa.array(
-            np.fromiter(map(len, steps["children"]), dtype=np.int64, count=len(steps))
-        ),
+        "nested_runs_seen": pa.array(steps["nested_runs_seen"], type=pa.int64()),
         "root_run_id": tree.step_root_id.array(),
         "row_key": tree.step_row_key,
         "depth": pa.array(tree.step_depth),
@@ -574,15 +589,18 @@ def _step_columns(tree: _Tree, steps: _Records) -> dict[str, pa.Array]:
 
 
 def _output_columns(tree: _Tree, leaves: _Leaves, path_texts: pa.Array) -> dict[str, pa.Array]:
-    leaf_step = tree.leaf_step
+    """The outputs' columns; ``leaves`` is emptied as they are made."""
     tags = np.frombuffer(leaves.tags, dtype=np.int32)
     paths = _Codes(tags >> _TYPE_BITS, path_texts, False)
     codes = (tags & _TYPE_MASK).astype(np.int8)
+    del tags
+    leaves.tags = array("i")
+    leaf_step = tree.leaf_step
     return {
         "run_id": tree.below_steps(tree.step_run_id),
         "step_index": pa.array(tree.step_index[leaf_step]),
-        "step_id": tree.below_steps(tree.step_id),
-        "step_name": tree.below_steps(tree.step_name),
+        "step_id": tree.below_steps(tree.step_kind["id"]),
+        "step_name": tree.below_steps(tree.step_kind["name"]),
         "path": paths.array(),
         **_leaf_columns(codes, leaves.by_type),
         "root_run_id": tree.below_steps(tree.step_root_id),
@@ -612,11 +630,13 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-def _str_array(values: list[Any]) -> pa.Array:
+def _str_array(values: list[Any], arrow_type: pa.DataType = TEXT) -> pa.Array:
+    """Values as text (``arrow_type``: ``TEXT``, or ``pa.string()`` for a dictionary's values);
+    what is not a string as its text."""
     try:
-        return pa.array(values, type=pa.string())
+        return pa.array(values, type=arrow_type)
     except (pa.ArrowTypeError, pa.ArrowInvalid):
-        return pa.array([_as_str(value) for value in values], type=pa.string())
+        return pa.array([_as_str(value) for value in values], type=arrow_type)
 
 
 _PLAIN_INTEGERS: frozenset[type] = frozenset({int, type(None)})
@@ -634,13 +654,11 @@ def _int_array(values: list[Any]) -> pa.Array:
 
 def _extra_array(extras: list[dict[str, Any] | None]) -> pa.Array:
     """The ``extra_json`` column: each run's (or step's) unread parts as a JSON object."""
-    return pa.array(
-        [None if extra is None else _extra_text(extra) for extra in extras], pa.string()
-    )
+    return pa.array([None if extra is None else _extra_text(extra) for extra in extras], TEXT)
 
 
 def _category_array(values: list[Any]) -> pa.Array:
-    return _str_array(values).dictionary_encode()
+    return _str_array(values, pa.string()).dictionary_encode()
 
 
 _TEXTS: frozenset[type] = frozenset({str, type(None)})
@@ -680,75 +698,76 @@ def _scatter(values: np.ndarray, mask: np.ndarray, arrow_type: pa.DataType) -> p
 
 
 def _scatter_strings(values: pa.Array, mask: np.ndarray) -> pa.Array:
-    """``values`` (strings, no nulls, one per true item of ``mask``) spread as :func:`_scatter`."""
+    """``values`` (text, no nulls, one per true item of ``mask``) spread as :func:`_scatter`."""
     count = len(mask)
-    if len(values) == count:
-        return values
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[
         values.offset : values.offset + len(values) + 1
     ]
-    lengths = np.zeros(count, dtype=np.int32)
+    lengths = np.zeros(count, dtype=np.int64)
     lengths[mask] = np.diff(offsets)
-    spread = np.empty(count + 1, dtype=np.int32)
+    spread = np.empty(count + 1, dtype=np.int64)
     spread[0] = offsets[0]
     np.cumsum(lengths, out=spread[1:])
     spread[1:] += offsets[0]
-    validity = pa.py_buffer(np.packbits(mask, bitorder="little"))
+    validity = None if len(values) == count else pa.py_buffer(np.packbits(mask, bitorder="little"))
     return pa.Array.from_buffers(
-        pa.string(),
-        count,
-        [validity, pa.py_buffer(spread), values.buffers()[2]],
-        count - len(values),
+        TEXT, count, [validity, pa.py_buffer(spread), values.buffers()[2]], count - len(values)
     )
 
 
 def _leaf_columns(codes: np.ndarray, by_type: list[list[Any]]) -> dict[str, pa.Array]:
     """``value_type`` and the five value columns of the output leaves (their type codes, and
-    their values by type), built column-wise."""
-    integers = codes == _INTEGER
-    big = np.zeros(len(codes), dtype=bool)
-    numbers = by_type[_INTEGER]
-    try:
-        int_values = np.fromiter(numbers, dtype=np.int64, count=len(numbers))
-    except OverflowError:  # beyond int64: those digits go to value_json instead
-        fits = np.fromiter((_INT64_MIN <= n <= _INT64_MAX for n in numbers), dtype=bool)
-        big[np.flatnonzero(integers)[~fits]] = True
-        integers &= ~big
-        int_values = np.fromiter(
-            (n for n, ok in zip(numbers, fits, strict=True) if ok), dtype=np.int64
-        )
-        numbers = [n for n, ok in zip(numbers, fits, strict=True) if not ok]
-    else:
-        numbers = []
-    strings, floats, booleans = codes == _STRING, codes == _FLOAT, codes == _BOOLEAN
-    as_json = big | (codes == _OBJECT) | (codes == _ARRAY)
-    json_kinds = codes[as_json]
-    json_texts = np.where(json_kinds == _OBJECT, _EmptyObject.json, _EmptyArray.json).astype(object)
-    json_texts[json_kinds == _INTEGER] = [str(number) for number in numbers]
-    floats_given, booleans_given = by_type[_FLOAT], by_type[_BOOLEAN]
-    return {
+    their values by type), built column-wise; each list of ``by_type`` is let go once used."""
+
+    def values_of(code: int) -> list[Any]:
+        values, by_type[code] = by_type[code], []
+        return values
+
+    columns = {
         "value_type": pa.DictionaryArray.from_arrays(
             pa.array(codes.astype(np.int32)), pa.array(list(VALUE_TYPES), type=pa.string())
         ),
-        "value_str": _scatter_strings(pa.array(by_type[_STRING], type=pa.string()), strings),
-        "value_int": _scatter(int_values, integers, pa.int64()),
-        "value_float": _scatter(
-            np.fromiter(floats_given, dtype=np.float64, count=len(floats_given)),
-            floats,
-            pa.float64(),
-        ),
-        "value_bool": _scatter(
-            np.fromiter(booleans_given, dtype=bool, count=len(booleans_given)),
-            booleans,
-            pa.bool_(),
-        ),
-        "value_json": _scatter_strings(pa.array(json_texts, type=pa.string()), as_json),
+        "value_str": _scatter_strings(pa.array(values_of(_STRING), type=TEXT), codes == _STRING),
     }
+    integers = codes == _INTEGER
+    value_int, big, digits = _int64_or_digits(values_of(_INTEGER), integers)
+    columns["value_int"] = value_int
+    floats, booleans = values_of(_FLOAT), values_of(_BOOLEAN)
+    columns["value_float"] = _scatter(
+        np.fromiter(floats, dtype=np.float64, count=len(floats)), codes == _FLOAT, pa.float64()
+    )
+    columns["value_bool"] = _scatter(
+        np.fromiter(booleans, dtype=bool, count=len(booleans)), codes == _BOOLEAN, pa.bool_()
+    )
+    del floats, booleans
+    as_json = big | (codes == _OBJECT) | (codes == _ARRAY)
+    json_kinds = codes[as_json]
+    json_texts = np.where(json_kinds == _OBJECT, _EmptyObject.json, _EmptyArray.json).astype(object)
+    json_texts[json_kinds == _INTEGER] = digits
+    columns["value_json"] = _scatter_strings(pa.array(json_texts, type=TEXT), as_json)
+    return columns
+
+
+def _int64_or_digits(
+    numbers: list[int], integers: np.ndarray
+) -> tuple[pa.Array, np.ndarray, list[str]]:
+    """The ``value_int`` column of the integer leaves (``integers`` marks them), and those
+    beyond int64 (where they are, their digits): they go to ``value_json`` instead."""
+    big = np.zeros(len(integers), dtype=bool)
+    try:
+        values = np.fromiter(numbers, dtype=np.int64, count=len(numbers))
+    except OverflowError:
+        fits = np.fromiter((_INT64_MIN <= n <= _INT64_MAX for n in numbers), dtype=bool)
+        big[np.flatnonzero(integers)[~fits]] = True
+        values = np.fromiter((n for n, ok in zip(numbers, fits, strict=True) if ok), np.int64)
+        digits = [str(n) for n, ok in zip(numbers, fits, strict=True) if not ok]
+        return _scatter(values, integers & ~big, pa.int64()), big, digits
+    return _scatter(values, integers, pa.int64()), big, []
 
 
 # -- row keys ---------------------------------------------------------------------------------
 
-_ROW_KEY_TYPES: dict[str, pa.DataType] = {"int64": pa.int64(), "string": pa.string()}
+_ROW_KEY_TYPES: dict[str, pa.DataType] = {"int64": pa.int64(), "string": TEXT}
 
 
 def _is_integer_key(key: Any) -> bool:
@@ -760,7 +779,7 @@ def decide_row_key_type(keys: Iterable[Any]) -> pa.DataType:
     present = [key for key in keys if key is not None]
     if present and all(_is_integer_key(key) for key in present):
         return pa.int64()
-    return pa.string()
+    return TEXT
 
 
 def _row_key_type(value: RowKeyType | None) -> pa.DataType | None:
@@ -773,7 +792,7 @@ def _row_key_type(value: RowKeyType | None) -> pa.DataType | None:
 
 _PLAIN_KEYS: dict[pa.DataType, frozenset[type]] = {
     pa.int64(): _PLAIN_INTEGERS,
-    pa.string(): _TEXTS,
+    TEXT: _TEXTS,
 }
 
 
@@ -796,7 +815,7 @@ def _row_key_array(keys: list[Any], arrow_type: pa.DataType | None, run_ids: pa.
                     "keys given): pass row_key_type='string'"
                 )
         return pa.array([None if key is None else int(key) for key in keys], type=pa.int64())
-    return pa.array([None if key is None else str(key) for key in keys], type=pa.string())
+    return pa.array([None if key is None else str(key) for key in keys], type=TEXT)
 
 
 # -- sources ----------------------------------------------------------------------------------
@@ -961,7 +980,7 @@ class TableWriter:
         """Write what is left and give the files their names; return each table's directory."""
         if not self._closed:
             if self._row_key_type is None:
-                self._row_key_type = pa.string()
+                self._row_key_type = TEXT
             if self._collector.runs or not self._parts:  # rows left, or nothing written yet
                 self._flush()
             for writer in self._parts.values():

@@ -35,6 +35,7 @@ from plextera_data import parquet
 
 __all__ = [
     "SCHEMAS",
+    "TEXT",
     "VALUE_TYPES",
     "Tables",
     "arrow_from_frame",
@@ -47,14 +48,16 @@ __all__ = [
 #: The values of ``outputs.value_type``, in the categorical's order.
 VALUE_TYPES: tuple[str, ...] = ("string", "integer", "float", "boolean", "null", "object", "array")
 
-_STR = pa.string()
+# Text: strings with 64-bit offsets, the form pandas keeps them in (a frame is made without a copy).
+TEXT = pa.large_string()
+_STR = TEXT
 _INT = pa.int64()
 _TS = pa.timestamp("us", tz="UTC")
 _CAT = pa.dictionary(pa.int32(), pa.string())
 # A repeated identifier: one copy of each distinct value, the rows hold its position.
 _ID = _CAT
 
-#: The two arrow types of ``row_key``: ``int64`` when every key is an integer, else ``string``.
+#: The two arrow types of ``row_key``: ``int64`` when every key is an integer, else text.
 ROW_KEY_TYPES: tuple[pa.DataType, ...] = (_INT, _STR)
 
 RUNS_SCHEMA = pa.schema(
@@ -121,7 +124,7 @@ OUTPUTS_SCHEMA = pa.schema(
     ]
 )
 
-#: The arrow schema of each table (``row_key`` is shown as string; it may be int64).
+#: The arrow schema of each table (``row_key`` is shown as text; it may be int64).
 SCHEMAS: dict[str, pa.Schema] = {
     "runs": RUNS_SCHEMA,
     "steps": STEPS_SCHEMA,
@@ -134,7 +137,7 @@ TABLE_NAMES: tuple[str, ...] = ("runs", "steps", "outputs")
 _SORTED_CATEGORIES = ("status", "type")
 
 _PANDAS_TYPES: dict[pa.DataType, Any] = {
-    _STR: pd.StringDtype("pyarrow"),
+    pa.string(): pd.StringDtype("pyarrow"),
     pa.large_string(): pd.StringDtype("pyarrow"),
     _INT: pd.Int64Dtype(),
     pa.float64(): pd.Float64Dtype(),
@@ -192,7 +195,12 @@ def _validity(chunk: pa.Array) -> np.ndarray | None:
 
 
 def _masked(column: pa.ChunkedArray, numpy_type: type[np.generic]) -> tuple[Any, Any]:
-    """The values and the null mask of a fixed-width column (one numpy copy of the data)."""
+    """The values and the null mask of a fixed-width column.
+
+    A column of one chunk lends its buffer (a read-only view: pandas copies before it writes,
+    so the arrow data never changes under whoever else holds it); several chunks are joined
+    into one copy. Booleans are unpacked from their bits.
+    """
     data, mask = [], []
     for chunk in column.chunks:
         count = len(chunk)
@@ -202,11 +210,15 @@ def _masked(column: pa.ChunkedArray, numpy_type: type[np.generic]) -> tuple[Any,
             data.append(bits[chunk.offset :].astype(bool))
         else:
             raw = np.frombuffer(chunk.buffers()[1], dtype=numpy_type)
-            data.append(raw[chunk.offset : chunk.offset + count])
+            view = raw[chunk.offset : chunk.offset + count]
+            view.flags.writeable = False
+            data.append(view)
         valid = _validity(chunk)
         mask.append(np.zeros(count, dtype=bool) if valid is None else ~valid)
     if not data:
         return np.zeros(0, dtype=numpy_type), np.zeros(0, dtype=bool)
+    if len(data) == 1:
+        return data[0], mask[0]
     return np.concatenate(data), np.concatenate(mask)
 
 
@@ -246,7 +258,7 @@ def _pandas_values(
         numpy_type, masked = _MASKED[arrow_type]
         data, mask = _masked(column, numpy_type)
         return masked(data, mask, copy=False)
-    if arrow_type in (_STR, pa.large_string()):
+    if arrow_type in (pa.string(), pa.large_string()):
         return pd.arrays.ArrowStringArray(column)
     if pa.types.is_dictionary(arrow_type) and pa.types.is_string(arrow_type.value_type):
         return _categorical(column, categories)
@@ -402,7 +414,7 @@ class Tables:
         if runs is not None:
             if "status" not in runs.column_names or runs.num_rows == 0:
                 return ""
-            counts = runs.column("status").cast(_STR).fill_null("<none>").value_counts()
+            counts = runs.column("status").cast(pa.string()).fill_null("<none>").value_counts()
             found = {item["values"].as_py(): item["counts"].as_py() for item in counts}
             return ", ".join(f"{status} {found[status]}" for status in sorted(found))
         frame = self._frames["runs"]

@@ -53,6 +53,7 @@ RUNS: list[dict[str, Any]] = [
 
 DUCKDB_TYPES = {
     "string": "VARCHAR",
+    "large_string": "VARCHAR",
     "int64": "BIGINT",
     "double": "DOUBLE",
     "bool": "BOOLEAN",
@@ -61,6 +62,7 @@ DUCKDB_TYPES = {
 }
 POLARS_TYPES = {
     "string": pl.String,
+    "large_string": pl.String,
     "int64": pl.Int64,
     "double": pl.Float64,
     "bool": pl.Boolean,
@@ -95,7 +97,7 @@ def test_files_have_the_fixed_schema(tables: Tables, tmp_path: Path) -> None:
     from plextera_data.tables import SCHEMAS
 
     written = tables.to_parquet(tmp_path)
-    row_key_type = "int64" if tables.runs["row_key"].dtype == "Int64" else "string"
+    row_key_type = "int64" if tables.runs["row_key"].dtype == "Int64" else "large_string"
     for name, path in written.items():
         schema = pq.read_schema(path)
         assert set(schema.metadata) == {b"pandas"}, "pandas metadata only: it sets pandas' dtypes"
@@ -232,6 +234,7 @@ def _python(values: Any) -> list[Any]:
 
 PANDAS_DTYPES = {
     "string": pd.StringDtype("pyarrow"),
+    "large_string": pd.StringDtype("pyarrow"),
     "int64": pd.Int64Dtype(),
     "double": pd.Float64Dtype(),
     "bool": pd.BooleanDtype(),
@@ -340,3 +343,15 @@ def test_tables_does_not_import_flatten() -> None:
         for alias in node.names
     }
     assert "plextera_data.flatten" not in imported
+
+
+def test_frames_share_arrow_buffers_without_writing_into_them() -> None:
+    tables = flatten(EXACT_RUNS)
+    arrow = tables.to_arrow()["outputs"]
+    frame = tables.outputs
+    frame.loc[0, "value_int"] = 7
+    frame["step_index"] += 1
+    assert frame["value_int"].tolist()[0] == 7
+    assert frame["step_index"].tolist() == [1, 1, 1, 1, 2, 1]
+    assert arrow.column("value_int").to_pylist()[0] == 2**60 + 1, "the arrow data is unchanged"
+    assert arrow.column("step_index").to_pylist() == [0, 0, 0, 0, 1, 0]
