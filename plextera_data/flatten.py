@@ -1077,4 +1077,4 @@ def flatten(
     items, keys = _sources(runs, row_keys)
     for run in _raw_runs(items):
         collector.add(run, keys)
-    return Tables(**collector.arrow_tables(_row_key_type(row_key_type)))
+    return Tables._of_own(collector.arrow_tables(_row_key_type(row_key_type)))

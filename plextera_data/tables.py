@@ -159,13 +159,16 @@ def _with_pandas_metadata(schema: pa.Schema) -> pa.Schema:
     return schema.with_metadata(pa.Schema.from_pandas(empty, preserve_index=False).metadata)
 
 
-def frame_from_arrow(table: pa.Table) -> pd.DataFrame:
+def frame_from_arrow(table: pa.Table, *, borrow: bool = False) -> pd.DataFrame:
     """The pandas frame of an arrow table: the one conversion used on build and on read-back.
 
     Column by column, so that each arrow column can be let go once converted (when nothing
     else holds it): integers, floats and booleans become masked arrays (``Int64``, ``Float64``,
     ``boolean``), strings arrow-backed ``string``, dictionaries categoricals (one categories
     index per distinct dictionary), anything else what pyarrow makes of it.
+
+    ``borrow=True`` lets the numbers of a one-chunk column stay in the arrow buffer (no copy),
+    which the frame may then write into: only for a table that nothing else holds.
     """
     names = table.column_names
     columns = [table.column(index) for index in range(table.num_columns)]
@@ -174,7 +177,7 @@ def frame_from_arrow(table: pa.Table) -> pd.DataFrame:
     converted: dict[str, Any] = {}
     for position, name in enumerate(names):
         column, columns[position] = columns[position], None
-        values = _pandas_values(column, categories)
+        values = _pandas_values(column, categories, borrow)
         del column
         if name in _SORTED_CATEGORIES and isinstance(values, pd.Categorical):
             used = values.remove_unused_categories()
@@ -194,13 +197,10 @@ def _validity(chunk: pa.Array) -> np.ndarray | None:
     return valid[chunk.offset :].astype(bool)
 
 
-def _masked(column: pa.ChunkedArray, numpy_type: type[np.generic]) -> tuple[Any, Any]:
-    """The values and the null mask of a fixed-width column.
-
-    A column of one chunk lends its buffer (a read-only view: pandas copies before it writes,
-    so the arrow data never changes under whoever else holds it); several chunks are joined
-    into one copy. Booleans are unpacked from their bits.
-    """
+def _masked(column: pa.ChunkedArray, numpy_type: type[np.generic], borrow: bool) -> tuple[Any, Any]:
+    """The values and the null mask of a fixed-width column: one copy of the data, or with
+    ``borrow`` and one chunk in a writable buffer, that buffer itself. Booleans are unpacked
+    from their bits."""
     data, mask = [], []
     for chunk in column.chunks:
         count = len(chunk)
@@ -210,14 +210,12 @@ def _masked(column: pa.ChunkedArray, numpy_type: type[np.generic]) -> tuple[Any,
             data.append(bits[chunk.offset :].astype(bool))
         else:
             raw = np.frombuffer(chunk.buffers()[1], dtype=numpy_type)
-            view = raw[chunk.offset : chunk.offset + count]
-            view.flags.writeable = False
-            data.append(view)
+            data.append(raw[chunk.offset : chunk.offset + count])
         valid = _validity(chunk)
         mask.append(np.zeros(count, dtype=bool) if valid is None else ~valid)
     if not data:
         return np.zeros(0, dtype=numpy_type), np.zeros(0, dtype=bool)
-    if len(data) == 1:
+    if len(data) == 1 and borrow and data[0].flags.writeable and numpy_type is not np.bool_:
         return data[0], mask[0]
     return np.concatenate(data), np.concatenate(mask)
 
@@ -250,13 +248,15 @@ def _categorical(
 
 
 def _pandas_values(
-    column: pa.ChunkedArray, categories: dict[tuple[int, int, int], pd.CategoricalDtype]
+    column: pa.ChunkedArray,
+    categories: dict[tuple[int, int, int], pd.CategoricalDtype],
+    borrow: bool,
 ) -> Any:
     """One arrow column as the values of a pandas column."""
     arrow_type = column.type
     if arrow_type in _MASKED:
         numpy_type, masked = _MASKED[arrow_type]
-        data, mask = _masked(column, numpy_type)
+        data, mask = _masked(column, numpy_type, borrow)
         return masked(data, mask, copy=False)
     if arrow_type in (pa.string(), pa.large_string()):
         return pd.arrays.ArrowStringArray(column)
@@ -313,14 +313,25 @@ class Tables:
     ) -> None:
         self._arrow: dict[str, pa.Table] = {}
         self._frames: dict[str, pd.DataFrame] = {}
+        # Arrow tables that someone else may hold (given, or handed out by to_arrow): their
+        # frames copy the data. The others' frames may keep it in the arrow buffers.
+        self._shared: set[str] = set()
         for name, table in zip(TABLE_NAMES, (runs, steps, outputs), strict=True):
             self._set(name, table)
+
+    @classmethod
+    def _of_own(cls, tables: dict[str, pa.Table]) -> Tables:
+        """Tables over arrow tables made for them alone (built or read by this library)."""
+        made = cls(**tables)
+        made._shared.clear()
+        return made
 
     def _set(self, name: str, table: pd.DataFrame | pa.Table) -> None:
         self._arrow.pop(name, None)
         self._frames.pop(name, None)
         if isinstance(table, pa.Table):
             self._arrow[name] = table
+            self._shared.add(name)
         elif isinstance(table, pd.DataFrame):
             self._frames[name] = table
         else:
@@ -333,7 +344,9 @@ class Tables:
         frame = self._frames.get(name)
         if frame is None:
             # The frame is the table from now on (it may be edited in place): drop the arrow.
-            frame = self._frames[name] = frame_from_arrow(self._arrow.pop(name))
+            borrow = name not in self._shared
+            frame = frame_from_arrow(self._arrow.pop(name), borrow=borrow)
+            self._frames[name] = frame
         return frame
 
     @property
@@ -367,14 +380,18 @@ class Tables:
         table = self._arrow.get(name)
         return table.num_rows if table is not None else len(self._frames[name])
 
-    def to_arrow(self) -> dict[str, pa.Table]:
-        """The three tables as pyarrow Tables (fixed schemas, pandas metadata), by name."""
+    def _arrow_tables(self) -> dict[str, pa.Table]:
         return {
             name: self._arrow[name]
             if name in self._arrow
             else arrow_from_frame(name, self._frames[name])
             for name in TABLE_NAMES
         }
+
+    def to_arrow(self) -> dict[str, pa.Table]:
+        """The three tables as pyarrow Tables (fixed schemas, pandas metadata), by name."""
+        self._shared.update(self._arrow)
+        return self._arrow_tables()
 
     def to_polars(self) -> dict[str, Any]:
         """The three tables as polars DataFrames, by name (needs polars; dictionary columns
@@ -399,15 +416,16 @@ class Tables:
     def to_parquet(self, directory: str | Path) -> dict[str, Path]:
         """Write ``runs.parquet``, ``steps.parquet`` and ``outputs.parquet`` into ``directory``
         (created if missing) with the fixed arrow schemas; return the path of each table."""
-        return parquet.write_files(directory, self.to_arrow())
+        return parquet.write_files(directory, self._arrow_tables())
 
     @classmethod
     def read_parquet(cls, directory: str | Path) -> Tables:
         """Read the three tables back from ``directory``: the files :meth:`to_parquet` writes
         (``runs.parquet``...) or the datasets ``px.flatten(..., to=...)`` writes (``runs/``...),
         into frames equal to the ones written."""
-        tables = [parquet.read_table(parquet.table_path(directory, name)) for name in TABLE_NAMES]
-        return cls(*tables)
+        return cls._of_own(
+            {name: parquet.read_table(parquet.table_path(directory, name)) for name in TABLE_NAMES}
+        )
 
     def _status_counts(self) -> str:
         runs = self._arrow.get("runs")
