@@ -11,9 +11,10 @@
 
 The work is one pass in plain Python over the raw JSON (read through :mod:`plextera_data.models`,
 which alone knows its field names) that appends to flat lists: a few values per run and per step,
-and per output leaf its value and the id of its path. Then numpy and arrow build each column at
-once: positions of runs and steps become the ``run_id``/``step_id``... of the rows below them
-(dictionary-encoded: one copy of each id), the leaves are split by JSON type into the value columns.
+and per output leaf its value (in a list per JSON type) and one number for its path and type. Then
+numpy and arrow build each column at once: the positions of runs and steps give the ``run_id``,
+``step_id``... of the rows below them (dictionary-encoded: one copy of each id), and the lists of
+values become the value columns. No Python object is made per row.
 
 Order: runs in depth-first pre-order (a submitted run, then the nested runs of its first step,
 each followed by its own nested runs, then those of its next step...), each run's steps contiguous
@@ -778,7 +779,7 @@ def _is_integer_key(key: Any) -> bool:
     return isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_))
 
 
-def decide_row_key_type(keys: Iterable[Any]) -> pa.DataType:
+def _decide_row_key_type(keys: Iterable[Any]) -> pa.DataType:
     """``int64`` when every key given is an integer (and there is one), else ``string``."""
     present = [key for key in keys if key is not None]
     if present and all(_is_integer_key(key) for key in present):
@@ -802,12 +803,12 @@ _PLAIN_KEYS: dict[pa.DataType, frozenset[type]] = {
 
 def _row_key_array(keys: list[Any], arrow_type: pa.DataType | None, run_ids: pa.Array) -> pa.Array:
     """Row keys as ``int64`` (integers only) or as text (``str(key)``); ``arrow_type=None``
-    decides from the keys (:func:`decide_row_key_type`)."""
+    decides from the keys (:func:`_decide_row_key_type`)."""
     kinds = set(map(type, keys))
     if arrow_type is None:
         present = kinds - {type(None)}
         plain = present and present <= _PLAIN_INTEGERS
-        arrow_type = pa.int64() if plain else decide_row_key_type(keys)
+        arrow_type = pa.int64() if plain else _decide_row_key_type(keys)
     if kinds <= _PLAIN_KEYS[arrow_type]:
         return pa.array(keys, type=arrow_type)
     if arrow_type == pa.int64():
@@ -961,7 +962,7 @@ class TableWriter:
             raise ValueError(f"the TableWriter of {self.directory} is closed")
         items, keys = _sources(runs, row_keys)
         if self._row_key_type is None:
-            self._row_key_type = decide_row_key_type(keys.values())
+            self._row_key_type = _decide_row_key_type(keys.values())
         collector = self._collector
         for run in _raw_runs(items):
             collector.add(run, keys)
