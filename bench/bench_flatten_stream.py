@@ -87,10 +87,11 @@ def run_read_only(path: Path, out: Path) -> str:
     return f"{count:,} runs read"
 
 
-def run_stream(path: Path, out: Path) -> str:
+def run_stream(path: Path, out: Path, rows_per_group: int | None = None) -> str:
     from plextera_data.flatten import TableWriter
 
-    with TableWriter(out, row_key_type="int64") as writer:
+    options = {} if rows_per_group is None else {"rows_per_group": rows_per_group}
+    with TableWriter(out, row_key_type="int64", **options) as writer:
         for runs, keys in journal_chunks(path):
             writer.add(runs, row_keys=keys)
     return ", ".join(f"{name} {rows:,}" for name, rows in writer.rows_written.items())
@@ -122,7 +123,7 @@ def _status_mib(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _one(name: str, count: int) -> None:
+def _one(name: str, count: int, rows_per_group: int | None) -> None:
     """Child process: run one contender on the journal of ``count`` runs, print its figures."""
     import plextera_data as px  # imported before the baseline, as a notebook has it
     from plextera_data.flatten import TableWriter
@@ -137,7 +138,10 @@ def _one(name: str, count: int) -> None:
             refs.write("5")
         before = _status_mib("VmRSS")
         started = time.perf_counter()
-        shape = CONTENDERS[name](path, out / "tables")
+        if name == "stream":
+            shape = run_stream(path, out / "tables", rows_per_group)
+        else:
+            shape = CONTENDERS[name](path, out / "tables")
         elapsed = time.perf_counter() - started
         peak = _status_mib("VmHWM") - before
     finally:
@@ -149,10 +153,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--in-memory-up-to", type=int, default=300_000)
+    parser.add_argument("--rows-per-group", type=int, help="TableWriter's (default: its own)")
+    parser.add_argument("--only", choices=sorted(CONTENDERS), nargs="+", default=list(CONTENDERS))
     parser.add_argument("--one", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        _one(args.one, args.runs[0])
+        _one(args.one, args.runs[0], args.rows_per_group)
         return
     figures: dict[int, dict[str, dict[str, Any]]] = {}
     for count in args.runs:
@@ -161,11 +167,16 @@ def main() -> None:
         size, ready = path.stat().st_size / 2**30, time.perf_counter() - started
         print(f"{count:,} runs: {path} ({size:.1f} GiB, ready in {ready:.0f} s)")
         figures[count] = {}
-        for name in CONTENDERS:
+        for name in args.only:
             if name == "in_memory" and count > args.in_memory_up_to:
                 continue
+            group = (
+                []
+                if args.rows_per_group is None
+                else ["--rows-per-group", str(args.rows_per_group)]
+            )
             result = subprocess.run(
-                [sys.executable, __file__, "--one", name, "--runs", str(count)],
+                [sys.executable, __file__, "--one", name, "--runs", str(count), *group],
                 capture_output=True,
                 text=True,
             )

@@ -921,7 +921,7 @@ class TableWriter:
         row_key_type: RowKeyType | None = None,
         expand_nested: bool = False,
         client: Any = None,
-        rows_per_group: int = 500_000,
+        rows_per_group: int = 200_000,
     ) -> None:
         if rows_per_group < 1:
             raise ValueError(f"rows_per_group must be at least 1, not {rows_per_group}")
