@@ -2,27 +2,47 @@
 
 Parsing is tolerant: unknown fields, statuses and step types are kept (``raw`` always holds the
 JSON as received), missing fields become ``None``. The vendor's failed-event example names the run
-``runId`` (with ``workflowId``) where the GET model says ``id``: both are accepted here, and this is
-the one place that knows it.
+``runId`` (with ``workflowId``) where the GET model says ``id``: both are accepted here.
+
+This module is the one place that knows the run JSON's field names. Code that reads raw runs
+without parsing them (:func:`~plextera_data.flatten.flatten`) goes through the accessors and field
+sets below: :func:`run_id_of`, :func:`workflow_id_of`, :func:`run_parts`, :func:`step_parts`,
+:func:`run_extras`, :func:`step_extras`, :data:`RUN_SCALAR_FIELDS`, :data:`STEP_SCALAR_FIELDS`.
+
+Parsing goes only as far as it is asked: :meth:`Run.from_dict` reads the run's own fields and
+leaves its steps as JSON until :attr:`Run.steps` is first read.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar, overload
 
 __all__ = [
+    "RUN_FIELDS",
+    "RUN_SCALAR_FIELDS",
+    "STEP_FIELDS",
+    "STEP_SCALAR_FIELDS",
+    "SUBOBJECT_FIELDS",
     "TERMINAL_STATUSES",
     "Run",
     "RunError",
     "Step",
+    "has_steps",
     "is_terminal",
     "parse_timestamp",
+    "run_extras",
+    "run_id_of",
+    "run_parts",
     "run_payload",
+    "step_extras",
+    "step_parts",
+    "workflow_id_of",
 ]
 
 #: Statuses after which a run never changes (the vendor's reference: stop polling on these).
@@ -42,16 +62,19 @@ def parse_timestamp(value: Any) -> datetime | None:
     """An ISO 8601 string (``2024-01-15T09:30:00Z``) as an aware UTC datetime; else ``None``."""
     if not isinstance(value, str) or not value:
         return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(value)
     except ValueError:
-        return None
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -70,12 +93,210 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+# -- the run model's JSON, field by field -------------------------------------------------------
+# The only place that names the fields of the run JSON. `flatten` reads raw runs through these
+# constants and accessors, so a field the vendor renames or adds is changed here once.
+
+_RUN_ID, _RUN_ID_IN_EVENTS, _WORKFLOW_ID_IN_EVENTS = "id", "runId", "workflowId"
+_WORKFLOW, _PROGRESS, _ERROR, _STEPS = "workflow", "progress", "error", "steps"
+_OUTPUT, _NESTED_RUNS = "output", "nestedRuns"
+
+#: The top-level fields of a run model that :class:`Run` reads as they are, by attribute.
+RUN_SCALAR_FIELDS: dict[str, str] = {
+    "status": "status",
+    "created_at": "createdAt",
+    "updated_at": "updatedAt",
+    "started_at": "startedAt",
+    "completed_at": "completedAt",
+    "duration_ms": "durationMs",
+    "computed_duration_ms": "computedDurationMs",
+}
+
+#: The fields of a step object that :class:`Step` reads as they are, by attribute.
+STEP_SCALAR_FIELDS: dict[str, str] = {
+    "id": "id",
+    "name": "name",
+    "type": "type",
+    "status": "status",
+    "message": "message",
+}
+
+#: The members of the run model's sub-objects that are read, by the field holding the object.
+SUBOBJECT_FIELDS: dict[str, frozenset[str]] = {
+    _WORKFLOW: frozenset({"id", "name"}),
+    _PROGRESS: frozenset({"stepsCompleted", "stepsTotal"}),
+    _ERROR: frozenset({"code", "message"}),
+    _NESTED_RUNS: frozenset({"count", "data"}),
+}
+
+#: Every top-level field of a run model that is read; others are kept as extras.
+RUN_FIELDS: frozenset[str] = frozenset(
+    {_RUN_ID, _RUN_ID_IN_EVENTS, _WORKFLOW_ID_IN_EVENTS, _WORKFLOW, _PROGRESS, _ERROR, _STEPS}
+    | set(RUN_SCALAR_FIELDS.values())
+)
+
+#: Every field of a step object that is read; others are kept as extras.
+STEP_FIELDS: frozenset[str] = frozenset({_OUTPUT, _NESTED_RUNS} | set(STEP_SCALAR_FIELDS.values()))
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is an object, else an empty one (plain dicts tested first: checking
+    against the ``Mapping`` ABC costs more than the rest of reading a step)."""
+    if type(value) is dict or isinstance(value, Mapping):
+        return value
+    return _EMPTY
+
+
+def _is_object(value: Any) -> bool:
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def run_payload(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     """The run inside ``obj``: an event envelope (``{"eventType", "data": run}``) or a bare run."""
     data = obj.get("data")
     if isinstance(data, Mapping) and ("eventType" in obj or "eventId" in obj):
         return data
     return obj
+
+
+def run_id_of(raw: Mapping[str, Any]) -> Any:
+    """The run's id as given: ``id`` (the GET model) or ``runId`` (the failed event)."""
+    run_id = raw.get(_RUN_ID)
+    return raw.get(_RUN_ID_IN_EVENTS) if run_id is None else run_id
+
+
+def workflow_id_of(raw: Mapping[str, Any]) -> Any:
+    """The workflow's id as given: ``workflow.id`` (the GET model) or ``workflowId`` (events)."""
+    workflow_id = _object(raw.get(_WORKFLOW)).get("id")
+    return raw.get(_WORKFLOW_ID_IN_EVENTS) if workflow_id is None else workflow_id
+
+
+_WORKFLOW_FIELDS = SUBOBJECT_FIELDS[_WORKFLOW]
+_PROGRESS_FIELDS = SUBOBJECT_FIELDS[_PROGRESS]
+_ERROR_FIELDS = SUBOBJECT_FIELDS[_ERROR]
+
+
+def run_parts(raw: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The parts of a run model beyond its scalar fields, as given (no conversion): ``(id,
+    workflow id, workflow name, steps completed, steps total, error code, error message, steps,
+    extras)``. ``steps`` is the list of step objects (``[]`` when the field is not a list);
+    ``extras`` what is not read (:func:`run_extras`)."""
+    # Written out for plain dicts (what json.loads gives): flatten reads every run through here.
+    get = raw.get
+    workflow, progress, error, steps = get(_WORKFLOW), get(_PROGRESS), get(_ERROR), get(_STEPS)
+    whole = raw.keys() <= RUN_FIELDS
+    if type(workflow) is dict:
+        whole = whole and workflow.keys() <= _WORKFLOW_FIELDS
+    else:
+        whole = whole and workflow is None
+        workflow = _object(workflow)
+    if type(progress) is dict:
+        whole = whole and progress.keys() <= _PROGRESS_FIELDS
+    else:
+        whole = whole and progress is None
+        progress = _object(progress)
+    if type(error) is dict:
+        whole = whole and error.keys() <= _ERROR_FIELDS
+    else:
+        whole = whole and error is None
+        error = _object(error)
+    if type(steps) is not list and not isinstance(steps, list):
+        whole = whole and steps is None
+        steps = []
+    run_id = get(_RUN_ID)
+    workflow_id = workflow.get("id")
+    return (
+        get(_RUN_ID_IN_EVENTS) if run_id is None else run_id,
+        get(_WORKFLOW_ID_IN_EVENTS) if workflow_id is None else workflow_id,
+        workflow.get("name"),
+        progress.get("stepsCompleted"),
+        progress.get("stepsTotal"),
+        error.get("code"),
+        error.get("message"),
+        steps,
+        None if whole else run_extras(raw),
+    )
+
+
+_NESTED_RUN_FIELDS = SUBOBJECT_FIELDS[_NESTED_RUNS]
+# Most steps start no nested run: they share this empty sequence (no list made per step).
+_NO_RUNS: tuple[()] = ()
+
+
+def step_parts(
+    step: Mapping[str, Any],
+) -> tuple[Any, Any, Sequence[Mapping[str, Any]], dict[str, Any] | None]:
+    """``(output, nested run count as declared, nested run objects listed, extras)`` of a step
+    object, as given; ``extras`` is what is not read (:func:`step_extras`)."""
+    nested = step.get(_NESTED_RUNS)
+    if type(nested) is dict:  # as the API sends it: the rest of the tests are skipped
+        read_whole = nested.keys() <= _NESTED_RUN_FIELDS
+    else:
+        read_whole = nested is None
+        nested = _object(nested)
+    extras = None if read_whole and step.keys() <= STEP_FIELDS else step_extras(step)
+    items = nested.get("data")
+    children = (
+        [item for item in items if type(item) is dict or isinstance(item, Mapping)]
+        if type(items) is list and items
+        else _NO_RUNS
+    )
+    return step.get(_OUTPUT), nested.get("count"), children, extras
+
+
+def has_steps(raw: Mapping[str, Any]) -> bool:
+    """True when the run model lists at least one step object (not only a summary of the run)."""
+    steps = raw.get(_STEPS)
+    return isinstance(steps, list) and any(_is_object(step) for step in steps)
+
+
+def _unknown(value: Any, known: frozenset[str]) -> Any:
+    """What in a sub-object is not read: its unknown members, or the value itself when it is not
+    an object at all; ``None`` when everything is known."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        return value
+    if value.keys() <= known:
+        return None
+    return {key: item for key, item in value.items() if key not in known} or None
+
+
+def _extras(
+    raw: Mapping[str, Any], known: frozenset[str], objects: tuple[str, ...]
+) -> dict[str, Any] | None:
+    extra: dict[str, Any] | None = None
+    if not raw.keys() <= known:
+        extra = {key: value for key, value in raw.items() if key not in known}
+    for name in objects:
+        unknown = _unknown(raw.get(name), SUBOBJECT_FIELDS[name])
+        if unknown is not None:
+            extra = {} if extra is None else extra
+            extra[name] = unknown
+    return extra
+
+
+_RUN_OBJECTS = (_WORKFLOW, _PROGRESS, _ERROR)
+_STEP_OBJECTS = (_NESTED_RUNS,)
+
+
+def run_extras(raw: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The parts of a run model that are not read: unknown fields, unknown members of
+    ``workflow``/``progress``/``error`` (or the whole value when it is not an object), and
+    ``steps`` when it is not a list; ``None`` when there are none."""
+    extra = _extras(raw, RUN_FIELDS, _RUN_OBJECTS)
+    steps = raw.get(_STEPS)
+    if steps is not None and not isinstance(steps, list):
+        extra = {} if extra is None else extra
+        extra[_STEPS] = steps
+    return extra
+
+
+def step_extras(step: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The unknown fields of a step object (and unknown members of ``nestedRuns``), or ``None``."""
+    return _extras(step, STEP_FIELDS, _STEP_OBJECTS)
 
 
 @dataclass(frozen=True)
@@ -90,6 +311,53 @@ class RunError:
         if not isinstance(data, Mapping):
             return None
         return cls(code=_str_or_none(data.get("code")), message=_str_or_none(data.get("message")))
+
+
+_T = TypeVar("_T")
+
+
+class _Parsed(Generic[_T]):
+    """A list field parsed from its raw JSON on first access, then kept (a data descriptor).
+
+    ``Run.from_dict`` stores the raw list; reading the attribute parses it once. Assigning a list
+    (or passing one to the constructor) stores it as is. Equality, ``repr`` and
+    :func:`dataclasses.replace` read the attribute, so they see parsed values.
+    """
+
+    def __init__(self, parse: Callable[[list[Any]], list[_T]]) -> None:
+        self._parse = parse
+        self._slot = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = "_" + name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> tuple[()]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> list[_T]: ...
+    def __get__(self, obj: object | None, owner: type) -> list[_T] | tuple[()]:
+        if obj is None:
+            return ()  # the dataclass default: an empty list per instance (see __set__)
+        value = obj.__dict__[self._slot]
+        if type(value) is _Raw:
+            value = obj.__dict__[self._slot] = self._parse(value.items)
+        return value
+
+    def __set__(self, obj: object, value: list[_T] | tuple[()] | _Raw) -> None:
+        obj.__dict__[self._slot] = [] if isinstance(value, tuple) else value
+
+
+class _Raw:
+    """Raw JSON items waiting for :class:`_Parsed` to parse them."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+
+def _parse_steps(items: list[Any]) -> list[Step]:
+    return [Step.from_dict(item) for item in items]
 
 
 @dataclass
@@ -112,23 +380,17 @@ class Step:
         an empty step whose ``raw`` is empty."""
         if not isinstance(data, Mapping):
             return cls(id=None, name=None, type=None, status=None, raw={})
-        nested = data.get("nestedRuns")
-        count: int | None = None
-        runs: list[Run] = []
-        if isinstance(nested, Mapping):
-            count = _int_or_none(nested.get("count"))
-            items = nested.get("data")
-            if isinstance(items, list):
-                runs = [Run.from_dict(item) for item in items if isinstance(item, Mapping)]
+        output, count, children, _extras = step_parts(data)
+        get, fields = data.get, STEP_SCALAR_FIELDS
         return cls(
-            id=_str_or_none(data.get("id")),
-            name=_str_or_none(data.get("name")),
-            type=_str_or_none(data.get("type")),
-            status=_str_or_none(data.get("status")),
-            message=_str_or_none(data.get("message")),
-            output=data.get("output"),
-            nested_run_count=count,
-            nested_runs=runs,
+            id=_str_or_none(get(fields["id"])),
+            name=_str_or_none(get(fields["name"])),
+            type=_str_or_none(get(fields["type"])),
+            status=_str_or_none(get(fields["status"])),
+            message=_str_or_none(get(fields["message"])),
+            output=output,
+            nested_run_count=_int_or_none(count),
+            nested_runs=[Run.from_dict(child) for child in children],
             raw=dict(data),
         )
 
@@ -138,6 +400,7 @@ class Run:
     """A workflow run as the API describes it (GET model, create answer, nested run or event).
 
     ``raw`` keeps the JSON exactly as received, including fields this version does not know.
+    ``steps`` are parsed from ``raw`` when first read.
     """
 
     id: str | None
@@ -153,33 +416,31 @@ class Run:
     duration_ms: int | None = None
     computed_duration_ms: int | None = None
     error: RunError | None = None
-    steps: list[Step] = field(default_factory=list)
+    steps: _Parsed[Step] = _Parsed(_parse_steps)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Run:
-        """Parse a run model, an event's ``data``, or a whole event envelope."""
+        """Parse a run model, an event's ``data``, or a whole event envelope (steps: on first
+        access of :attr:`steps`)."""
         data = run_payload(data)
-        workflow = data.get("workflow")
-        workflow = workflow if isinstance(workflow, Mapping) else {}
-        progress = data.get("progress")
-        progress = progress if isinstance(progress, Mapping) else {}
-        steps = data.get("steps")
+        run_id, workflow_id, workflow_name, done, total, _code, _message, steps, _ = run_parts(data)
+        get, fields = data.get, RUN_SCALAR_FIELDS
         return cls(
-            id=_str_or_none(data.get("id", data.get("runId"))),
-            status=_str_or_none(data.get("status")),
-            workflow_id=_str_or_none(workflow.get("id", data.get("workflowId"))),
-            workflow_name=_str_or_none(workflow.get("name")),
-            created_at=parse_timestamp(data.get("createdAt")),
-            updated_at=parse_timestamp(data.get("updatedAt")),
-            started_at=parse_timestamp(data.get("startedAt")),
-            completed_at=parse_timestamp(data.get("completedAt")),
-            steps_completed=_int_or_none(progress.get("stepsCompleted")),
-            steps_total=_int_or_none(progress.get("stepsTotal")),
-            duration_ms=_int_or_none(data.get("durationMs")),
-            computed_duration_ms=_int_or_none(data.get("computedDurationMs")),
-            error=RunError.from_dict(data.get("error")),
-            steps=[Step.from_dict(step) for step in steps] if isinstance(steps, list) else [],
+            id=_str_or_none(run_id),
+            status=_str_or_none(get(fields["status"])),
+            workflow_id=_str_or_none(workflow_id),
+            workflow_name=_str_or_none(workflow_name),
+            created_at=parse_timestamp(get(fields["created_at"])),
+            updated_at=parse_timestamp(get(fields["updated_at"])),
+            started_at=parse_timestamp(get(fields["started_at"])),
+            completed_at=parse_timestamp(get(fields["completed_at"])),
+            steps_completed=_int_or_none(done),
+            steps_total=_int_or_none(total),
+            duration_ms=_int_or_none(get(fields["duration_ms"])),
+            computed_duration_ms=_int_or_none(get(fields["computed_duration_ms"])),
+            error=RunError.from_dict(data.get(_ERROR)),
+            steps=_Raw(steps),
             raw=dict(data),
         )
 

@@ -526,3 +526,56 @@ def test_flatten_does_not_change_its_input() -> None:
     before = copy.deepcopy(runs)
     flatten(runs, row_keys={"r1": 1})
     assert runs == before
+
+
+# -- layering -------------------------------------------------------------------------------------
+
+
+def test_flatten_reads_run_json_through_models_only() -> None:
+    """No run-JSON field name is spelled in flatten.py: models is the one reader of them. (Names
+    that are also flatten's own, such as the columns ``status`` or ``name``, do not count.)"""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    from plextera_data import models
+    from plextera_data.tables import SCHEMAS
+
+    json_names = set(models.RUN_FIELDS) | set(models.STEP_FIELDS)
+    for members in models.SUBOBJECT_FIELDS.values():
+        json_names |= members
+    own_names = (
+        set(models.RUN_SCALAR_FIELDS)
+        | set(models.STEP_SCALAR_FIELDS)
+        | {field.name for schema in SCHEMAS.values() for field in schema}
+        | set(SCHEMAS)
+    )
+    flatten_module = importlib.import_module("plextera_data.flatten")
+    tree = ast.parse(Path(flatten_module.__file__).read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    literals = {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    }
+    assert sorted(literals & (json_names - own_names)) == []
+    assert {"runId", "workflowId", "nestedRuns", "createdAt"} <= json_names - own_names
+
+
+def test_the_helpers_are_importable_from_flatten_and_tables() -> None:
+    import importlib
+
+    import plextera_data.tables as tables_module
+
+    flatten_module = importlib.import_module("plextera_data.flatten")
+    assert flatten_module.Tables is tables_module.Tables
+    assert flatten_module.results is tables_module.results
+    assert flatten_module.outputs_wide is tables_module.outputs_wide
