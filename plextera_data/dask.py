@@ -241,7 +241,7 @@ def _preflight(
     import dask
 
     tasks = [
-        dask.delayed(_check_partition, pure=True)(part, number, plan, not known_divisions)
+        dask.delayed(_check_partition, pure=False)(part, number, plan, not known_divisions)
         for number, part in enumerate(parts)
     ]
     checked: list[_Checked] = cluster.gather(cluster.compute(tasks))
@@ -271,7 +271,7 @@ def _raise_duplicates(
     suspects = [
         c.number for c in checked if c.hashes is not None and np.isin(c.hashes, repeated).any()
     ]
-    tasks = [dask.delayed(_keys_with_hashes)(parts[n], n, repeated) for n in suspects]
+    tasks = [dask.delayed(_keys_with_hashes, pure=False)(parts[n], n, repeated) for n in suspects]
     where: dict[str, list[tuple[Any, int]]] = {}
     for found in cluster.gather(cluster.compute(tasks)):
         for key, number in found:
@@ -378,10 +378,9 @@ class _ClusterLimit:
         self._background: set[asyncio.Task[Any]] = set()
         self._pause_until = 0.0  # wall clock (time.time()), comparable across processes
         self._closing = False
-        #: Leases taken from and given back to the cluster (scheduler round trips).
+        #: Leases taken from the cluster (each a scheduler round trip, and one more to give
+        #: it back).
         self.leases_taken = 0
-        #: The most leases this partition held at once.
-        self.most_held = 0
 
     # ------------------------------------------------------------------ requests
 
@@ -438,12 +437,18 @@ class _ClusterLimit:
     async def _fetch(self) -> None:
         """Take leases from the cluster, one at a time, while requests wait for one."""
         while any(not w.done() for w in self._waiters):
-            got = await asyncio.to_thread(self._semaphore.acquire, timeout=0.5)
+            try:
+                got = await asyncio.to_thread(self._semaphore.acquire, timeout=0.5)
+            except Exception as exc:  # the scheduler is gone: fail the requests, do not hang
+                for waiter in self._waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                self._waiters.clear()
+                return
             if not got:
                 continue
             self._held += 1
             self.leases_taken += 1
-            self.most_held = max(self.most_held, self._held)
             now = time.monotonic()
             if self._closing or not self._hand(now):
                 self._idle.append((now, now))

@@ -90,6 +90,20 @@ class Recorder:
         self.closed = snapshot
 
 
+def job_arguments(
+    tmp_path: Path, server: SimulatorServer, cluster: distributed.Client, **extra: Any
+) -> dict[str, Any]:
+    """``pxd.submit``'s keyword arguments for a job in ``tmp_path`` against ``server``."""
+    return {
+        "journal_dir": tmp_path / "journals",
+        "out": tmp_path / "out",
+        "client_options": server.client_options(),
+        "progress": False,
+        "dask_client": cluster,
+        **extra,
+    }
+
+
 def local_cluster() -> distributed.LocalCluster:
     return distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -119,12 +133,7 @@ def test_20000_rows_in_8_partitions_one_run_each_within_the_cluster_cap(
         job = pxd.submit(
             ddf,
             "quick",
-            journal_dir=tmp_path / "journals",
-            out=tmp_path / "out",
-            max_in_flight=cap,
-            client_options=server.client_options(),
-            progress=shown,
-            dask_client=cluster,
+            **job_arguments(tmp_path, server, cluster, max_in_flight=cap, progress=shown),
         )
 
     one_run_per_row(sim, rows)
@@ -171,14 +180,7 @@ def test_a_worker_killed_mid_job_starts_nothing_twice_and_the_rerun_finishes(
         local_cluster() as running,
         distributed.Client(running) as client,
     ):
-        arguments: dict[str, Any] = {
-            "journal_dir": tmp_path / "journals",
-            "out": tmp_path / "out",
-            "max_in_flight": cap,
-            "client_options": server.client_options(),
-            "progress": False,
-            "dask_client": client,
-        }
+        arguments = job_arguments(tmp_path, server, client, max_in_flight=cap)
         job = pxd.submit(ddf, "steady", wait=False, **arguments)
         deadline = time.monotonic() + 120
         while sim.stats.total_posts < rows // 3:  # mid-job: a third of the rows started
@@ -235,15 +237,7 @@ def test_a_429_pauses_every_partition_for_its_retry_after(
     rows = 2_000
     ddf = dd.from_pandas(frame(rows), npartitions=4)  # 2 at once, one per worker process
     with SimulatorServer(app) as server:
-        job = pxd.submit(
-            ddf,
-            "quick",
-            journal_dir=tmp_path / "journals",
-            out=tmp_path / "out",
-            client_options=server.client_options(),
-            progress=False,
-            dask_client=cluster,
-        )
+        job = pxd.submit(ddf, "quick", **job_arguments(tmp_path, server, cluster))
     assert job.counts == {"COMPLETED": rows}
     assert sim.stats.answers["start", 429] == 1
     one_run_per_row(sim, rows)
@@ -268,15 +262,7 @@ def test_the_datasets_read_back_with_dask_and_duckdb_and_join_to_the_input(
     df = frame(600, text_keys=True).rename(columns={"label": "customerId"})
     ddf = dd.from_pandas(df, npartitions=3)
     with sim.serve() as server:
-        job = pxd.submit(
-            ddf,
-            "daily-lab-loader",
-            journal_dir=tmp_path / "journals",
-            out=tmp_path / "out",
-            client_options=server.client_options(),
-            progress=False,
-            dask_client=cluster,
-        )
+        job = pxd.submit(ddf, "daily-lab-loader", **job_arguments(tmp_path, server, cluster))
     assert job.counts == {"COMPLETED": 600}
 
     runs = job.read("runs")
@@ -317,13 +303,7 @@ def test_a_rerun_sends_nothing_and_other_partitions_are_refused(
     sim = simulator()
     ddf = dd.from_pandas(frame(400), npartitions=4)
     with sim.serve() as server:
-        arguments: dict[str, Any] = {
-            "journal_dir": tmp_path / "journals",
-            "out": tmp_path / "out",
-            "client_options": server.client_options(),
-            "progress": False,
-            "dask_client": cluster,
-        }
+        arguments = job_arguments(tmp_path, server, cluster)
         first = pxd.submit(ddf, "quick", **arguments)
         requests = sim.stats.requests
         again = pxd.submit(ddf, "quick", **arguments)
@@ -348,13 +328,7 @@ def test_bad_input_stops_the_job_before_any_request(
 ) -> None:
     sim = simulator()
     with sim.serve() as server:
-        arguments: dict[str, Any] = {
-            "journal_dir": tmp_path / "journals",
-            "out": tmp_path / "out",
-            "client_options": server.client_options(),
-            "progress": False,
-            "dask_client": cluster,
-        }
+        arguments = job_arguments(tmp_path, server, cluster)
         # Two partitions numbered from 0 each, as read_csv gives: the keys repeat across them.
         repeated = pd.concat([frame(50), frame(50)])
         ddf = dd.from_pandas(repeated, npartitions=2, sort=False)
@@ -385,15 +359,10 @@ def test_a_refused_key_names_the_partition_and_its_journal(
 ) -> None:
     sim = simulator()
     ddf = dd.from_pandas(frame(40), npartitions=2)
-    with sim.serve() as server, pytest.raises(PlexteraError, match=r"Partition \d stopped"):
-        pxd.submit(
-            ddf,
-            "quick",
-            journal_dir=tmp_path / "journals",
-            out=tmp_path / "out",
-            client_options=server.client_options(api_key="sk_wrong"),
-            progress=False,
-            dask_client=cluster,
-        )
+    with sim.serve() as server:
+        arguments = job_arguments(tmp_path, server, cluster)
+        arguments["client_options"]["api_key"] = "sk_wrong"
+        with pytest.raises(PlexteraError, match=r"Partition \d stopped"):
+            pxd.submit(ddf, "quick", **arguments)
     assert sim.stats.total_posts == 0
     assert sim.stats.answers["start", 401] >= 1
