@@ -8,8 +8,11 @@ requests in flight (the one process's concurrency is the same 16). Both send JSO
 one-step workflow whose runs last 4 simulated seconds, and poll them to the end, to a simulator
 served in a separate process at speed 200 (started afresh for every measurement, so neither
 meets a server holding the other's runs). The cluster is started before the clock starts (a
-user's cluster is up before the job); its start-up time is printed apart. Rounds alternate
-which contender goes first; medians reported, with the ratio of wall times.
+user's cluster is up before the job); its start-up time is printed apart. Reported: wall time,
+requests per row and the most in flight (the simulator's accounting), and the CPU per row of
+the client side (this process, which holds a LocalCluster's scheduler, and the workers; the
+simulator's own CPU is not counted). Rounds alternate which contender goes first; medians
+reported, with the ratio of wall times.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +68,20 @@ def served_simulator(report: dict[str, int]) -> Iterator[dict[str, Any]]:
         server.wait()
 
 
+def cpu_seconds(cluster: distributed.Client) -> float:
+    """CPU time so far of this process (the client, and a LocalCluster's scheduler) and of
+    every worker process."""
+    workers = cluster.run(time.process_time)
+    return time.process_time() + sum(workers.values())
+
+
 def the_frame(rows: int) -> pd.DataFrame:
     return pd.DataFrame({"n": range(rows), "label": [f"item {i}" for i in range(rows)]})
 
 
-def one_process(frame: pd.DataFrame, options: dict[str, Any], out: Path, cap: int) -> None:
+def one_process(
+    frame: pd.DataFrame, options: dict[str, Any], out: Path, cap: int
+) -> dict[str, int]:
     client = px.Client(**options)
     batch = px.submit(
         frame,
@@ -80,9 +92,9 @@ def one_process(frame: pd.DataFrame, options: dict[str, Any], out: Path, cap: in
         progress=False,
         wait=True,
     )
-    assert batch.counts == {"COMPLETED": len(frame)}, batch.counts
     batch.tables().to_parquet(out / "tables")
     client.close()
+    return dict(batch.counts)
 
 
 def on_dask(
@@ -92,7 +104,7 @@ def on_dask(
     cap: int,
     partitions: int,
     cluster: distributed.Client,
-) -> None:
+) -> dict[str, int]:
     job = pxd.submit(
         dd.from_pandas(frame, npartitions=partitions),
         "steady",
@@ -103,7 +115,8 @@ def on_dask(
         progress=False,
         dask_client=cluster,
     )
-    assert job.counts == {"COMPLETED": len(frame)}, job.counts
+    leases = sum(r.leases_taken for r in job.results.values())
+    return {**job.counts, "leases taken": leases}
 
 
 def main() -> None:
@@ -122,7 +135,7 @@ def main() -> None:
         tempfile.TemporaryDirectory() as tmp,
     ):
         print(f"cluster of {workers} workers up in {time.perf_counter() - started:.1f} s")
-        contenders = {
+        contenders: dict[str, Callable[[dict[str, Any], Path], dict[str, int]]] = {
             "one process": lambda options, out: one_process(frame, options, out, cap),
             "dask": lambda options, out: on_dask(frame, options, out, cap, partitions, cluster),
         }
@@ -136,24 +149,31 @@ def main() -> None:
                 out.mkdir()
                 report: dict[str, int] = {}
                 with served_simulator(report) as options:
+                    cpu = cpu_seconds(cluster)
                     begin = time.perf_counter()
-                    contenders[label](options, out)
+                    counts = contenders[label](options, out)
                     wall = time.perf_counter() - begin
+                    report["cpu_us"] = round((cpu_seconds(cluster) - cpu) / rows * 1e6)
                 results[label].append((wall, report))
                 print(
                     f"round {round_ + 1} {label:12} {wall:7.2f} s, {report['requests']} "
-                    f"requests, at most {report['max_in_flight']} in flight",
+                    f"requests, at most {report['max_in_flight']} in flight, "
+                    f"{report['cpu_us']} us CPU per row; {counts}",
                     flush=True,
                 )
     print(f"{rows} rows, {partitions} partitions on {workers} workers, cap {cap}, {rounds} rounds")
-    print(f"{'':12} {'wall s':>8} {'rows/s':>8} {'requests/row':>13} {'most in flight':>15}")
+    print(
+        f"{'':12} {'wall s':>8} {'rows/s':>8} {'requests/row':>13} {'most in flight':>15} "
+        f"{'CPU us/row':>11}"
+    )
     medians = {}
     for label, runs in results.items():
         wall = statistics.median(w for w, _ in runs)
         medians[label] = wall
         per_row = statistics.median(r["requests"] / rows for _, r in runs)
         most = max(r["max_in_flight"] for _, r in runs)
-        print(f"{label:12} {wall:8.2f} {rows / wall:8.0f} {per_row:13.2f} {most:15d}")
+        cpu = statistics.median(r["cpu_us"] for _, r in runs)
+        print(f"{label:12} {wall:8.2f} {rows / wall:8.0f} {per_row:13.2f} {most:15d} {cpu:11.0f}")
     print(f"ratio dask / one process (wall): {medians['dask'] / medians['one process']:.3f}")
     per_round = [d[0] / o[0] for d, o in zip(results["dask"], results["one process"], strict=True)]
     print("per round: " + ", ".join(f"{r:.3f}" for r in per_round))
