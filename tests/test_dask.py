@@ -48,14 +48,14 @@ QUICK = Workflow(
     steps=(StepSpec("Echo", "web_function", duration=duration, output={"ok": True}),),
     start_delay=0.0,
 )
-#: Every run lasts 20 simulated seconds (0.1 s), so none is finished in its start's answer
-#: (not even on a loaded machine) and the journal holds every final run: a run that ends in
-#: its start's answer is not journaled (the ledger keeps its JSON in memory only), so a
-#: rerun's tables would lack it.
+#: Every run lasts 60 simulated seconds (0.3 s), so none is finished in its start's answer
+#: (not even on a loaded machine, where 0.1 s between a run's creation and its answer was seen)
+#: and the journal holds every final run: a run that ends in its start's answer is not
+#: journaled (the ledger keeps its JSON in memory only), so a rerun's tables would lack it.
 STEADY = Workflow(
     "steady",
     "Steady",
-    steps=(StepSpec("Echo", "web_function", duration=20.0, output={"ok": True}),),
+    steps=(StepSpec("Echo", "web_function", duration=60.0, output={"ok": True}),),
     start_delay=0.0,
 )
 SPEED = 200.0
