@@ -40,9 +40,14 @@ def start_scope(sim: Simulator, workflow_id: str) -> dict[str, Any]:
 async def test_requests_held_open_count_as_in_flight_until_answered() -> None:
     sim = Simulator(seed=0, speed=None)
     release = asyncio.Event()
+    waiting = asyncio.Event()
     statuses: list[int] = []
+    asked: list[int] = []
 
     async def receive() -> dict[str, Any]:
+        asked.append(1)  # the app asks for the body after it counted the request
+        if len(asked) == 5:
+            waiting.set()
         await release.wait()  # the body arrives only when the test says so
         return {"type": "http.request", "body": json.dumps({"n": 1}).encode()}
 
@@ -54,8 +59,7 @@ async def test_requests_held_open_count_as_in_flight_until_answered() -> None:
         asyncio.ensure_future(sim.app(start_scope(sim, "daily-lab-loader"), receive, send))
         for _ in range(5)
     ]
-    while sim.stats.requests < 5:  # every request has reached the app and waits for its body
-        await asyncio.sleep(0)
+    await waiting.wait()  # every request has reached the app and waits for its body
     assert (sim.stats.in_flight, sim.stats.max_in_flight) == (5, 5)
 
     release.set()
