@@ -362,7 +362,8 @@ def test_a_refused_key_names_the_partition_and_its_journal(
     with sim.serve() as server:
         arguments = job_arguments(tmp_path, server, cluster)
         arguments["client_options"]["api_key"] = "sk_wrong"
-        with pytest.raises(PlexteraError, match=r"Partition \d stopped"):
+        journal = r"Its journal '.*part-0000\d\.plextera\.db' keeps what it did"
+        with pytest.raises(PlexteraError, match=rf"(?s)Partition \d stopped: .*{journal}"):
             pxd.submit(ddf, "quick", **arguments)
     assert sim.stats.total_posts == 0
     assert sim.stats.answers["start", 401] >= 1
