@@ -249,7 +249,11 @@ class SimulatorApp:
             return
         if scope["type"] != "http":
             return
-        await self._handle(scope, receive, send)
+        self.state.account_in_flight(1)
+        try:
+            await self._handle(scope, receive, send)
+        finally:
+            self.state.account_in_flight(-1)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -265,6 +265,13 @@ class SimulatorState:
             elif kind == "list_runs":
                 stats.lists += 1
 
+    def account_in_flight(self, change: int) -> None:
+        """A request began (+1) or ended (-1) being handled; keeps the most at once."""
+        stats = self.stats
+        with stats.lock:
+            stats.in_flight += change
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+
     def account_fault(self, kind: str) -> None:
         """Count an injected fault."""
         with self.stats.lock:

@@ -23,7 +23,9 @@ class SimStats:
     ``list_runs``, ``upload_file``, ``get_file``, ``download_file``, ``create_subscription``, ...,
     ``not_found``, ``method_not_allowed``); ``by_status``: answers per HTTP status (drops have
     none); ``answers``: answers per ``(kind, status)``; ``faults``: injected faults per kind;
-    ``request_ids``: the ``X-Request-Id`` values clients sent, in order.
+    ``request_ids``: the ``X-Request-Id`` values clients sent, in order. ``in_flight``: requests
+    being handled right now (arrived, not yet answered or dropped); ``max_in_flight``: the most
+    at once since the start (or the last :meth:`reset`).
 
     Event deliveries: ``deliveries`` (attempts), ``delivery_answers`` (per HTTP status, or
     ``"error"`` when no answer came: refused, dropped, timed out), ``events_acknowledged``
@@ -44,6 +46,8 @@ class SimStats:
     answers: Counter[tuple[str, int]] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     request_ids: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
     deliveries: int = 0
     delivery_answers: Counter[int | str] = field(default_factory=Counter)
     events_acknowledged: int = 0
@@ -88,6 +92,7 @@ class SimStats:
             ):
                 counter.clear()
             self.request_ids.clear()
+            self.max_in_flight = self.in_flight  # those still in flight stay counted
             self.lists = self.requests = self.deliveries = 0
             self.events_acknowledged = self.events_lost = 0
             self.events_duplicated = self.events_abandoned = 0
