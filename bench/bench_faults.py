@@ -125,13 +125,14 @@ def scenario_flags(name: str, args: argparse.Namespace, seed: int) -> tuple[list
     """The fake's flags and the number of rows for scenario ``name``."""
     flags = [f"--seed={seed}"]
     if name == "faults":
-        return flags + FAULT_MIX, args.rows
+        return [*flags, *FAULT_MIX], args.rows
     if name == "bucket":
-        return flags + [
+        bucket = [
             f"--bucket-rate={args.bucket_rate}",
             f"--bucket-burst={args.bucket_burst}",
             f"--bucket-retry-after={args.bucket_retry_after}",
-        ], args.bucket_rows
+        ]
+        return [*flags, *bucket], args.bucket_rows
     return flags, args.rows
 
 

@@ -31,7 +31,8 @@ HTTP's delta-seconds are written, so ``1``).
 
 Accounting (no auth; not part of the API): ``GET /__fake__/stats`` gives the run ids created per
 input ``rowId`` (proof that no row was started twice), requests per method, route and status, and
-a timeline of every answer (seconds since the first request, method, route, status).
+a timeline of every answer (seconds since the first request, method, route, status), and each
+run's GETs (time, status).
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class FakeAPI:
         self.by_row: defaultdict[str, list[str]] = defaultdict(list)
         self.requests: Counter[str] = Counter()
         self.timeline: list[tuple[float, str, str, int]] = []
+        self.polls: defaultdict[str, list[tuple[float, int]]] = defaultdict(list)
         self.t0: float | None = None
 
     # ------------------------------------------------------------------ plumbing
@@ -149,20 +151,23 @@ class FakeAPI:
         route = _route(path)
         status, payload, extra = self.handle(method, path, headers, body, scope, rid)
         if status == 0:  # drop the connection: no answer at all
-            self._count(now, method, route, 0)
+            self._count(now, method, route, 0, path)
             if transport is None:
                 raise ConnectionAbortedError("dropped")
             transport.abort()
             while (await receive())["type"] != "http.disconnect":  # so nothing is sent, not a 500
                 pass
             return
-        self._count(now, method, route, status)
+        self._count(now, method, route, status, path)
         await self._send(send, status, payload, rid, extra)
 
-    def _count(self, now: float, method: str, route: str, status: int) -> None:
+    def _count(self, now: float, method: str, route: str, status: int, path: str) -> None:
         self.requests[f"{method} {route} {status}"] += 1
         assert self.t0 is not None
-        self.timeline.append((round(now - self.t0, 4), method, route, status))
+        at = round(now - self.t0, 4)
+        self.timeline.append((at, method, route, status))
+        if route == "get":
+            self.polls[path.rsplit("/", 1)[-1]].append((at, status))
 
     async def _send(
         self,
@@ -346,6 +351,7 @@ class FakeAPI:
             "runs_per_row": dict(self.by_row),
             "requests": dict(self.requests),
             "timeline": self.timeline,
+            "polls": dict(self.polls),
         }
 
 

@@ -92,8 +92,8 @@ CALIBRATE_MAX_SPAN = 30.0
 #: The first measurement needs less: until then the batch sends far more than the server takes.
 FIRST_SPAN = 0.5
 #: Successful answers a span needs to measure a rate from, and the share of the learned cap
-#: they must come to (fewer: the batch had less to send, or waited out pauses, and the span
-#: says little of what the server takes).
+#: its answers must come to (fewer: the batch had less to send, or waited out pauses, and the
+#: span says little of what the server takes).
 CALIBRATE_MIN_SUCCESSES = 4
 MIN_USE = 0.7
 #: The learned cap sits this share under the measured rate.
@@ -111,8 +111,10 @@ STRIKES = 2
 #: after the previous one, both under the learned cap, is a strike too: under its rate a bucket
 #: refuses nothing, a server refusing at random goes on refusing.
 MIN_GAP = 16
-#: A measurement this much under the best one since learning began says the same.
+#: A measurement this much under the best one since learning began says the same, unless a
+#: share of the span's answers this large were rate limits (the server then grants less).
 MAX_FALL = 0.3
+OVERLOAD_SHARE = 1.0 / 3
 #: Seconds learning waits after rate limits turned out not to be about the rate; doubles.
 SUSPEND = 30.0
 MAX_SUSPEND = 300.0
@@ -129,6 +131,7 @@ class _Mark:
     at: float = 0.0
     answers: int = 0
     successes: int = 0
+    limits: int = 0
     cap: float | None = None
 
 
@@ -177,6 +180,7 @@ class RateLearner:
         """A rate limit at ``now``: the server's bucket is empty. Test the bucket measured so
         far against it, measure again if the span allows, and cap the batch under the rate."""
         self._total.answers += 1
+        self._total.limits += 1
         self._probed_at = now
         if now < self.suspended_until:
             self._limited_at(now)
@@ -184,24 +188,28 @@ class RateLearner:
         known = self.measured
         strike = known is not None and self._contradicts(now)
         self._limited_at(now)
-        measured = self._measure(now)
-        if measured is not None:
-            self.measured = measured
-            self._best = max(self._best, measured)
-        # A bucket keeps its rate; a batch refused at random measures less each time it slows.
-        fell = measured is not None and measured < (1.0 - MAX_FALL) * self._best
-        if strike or fell:
+        found = self._measure(now)
+        if found is not None:
+            rate, share = found
+            if share >= OVERLOAD_SHARE:
+                self._best = rate  # refused that often, the batch sends far over the rate
+            elif rate < (1.0 - MAX_FALL) * self._best:
+                # A bucket keeps its rate; a server refusing at random measures less each
+                # time the batch slows down (its pauses counted in).
+                self._give_up(now)
+                return
+            self.measured = rate
+            self._best = max(self._best, rate)
+        if strike:
             self._strikes += 1
-            if self._strikes >= STRIKES or fell:
-                self.forget()
-                self.suspended_until = now + self._suspend
-                self._suspend = min(MAX_SUSPEND, self._suspend * 2.0)
+            if self._strikes >= STRIKES:
+                self._give_up(now)
                 return
         elif known is not None:
             self._strikes = 0
         if self.measured is not None:
             self._lower_to(self.measured * (1.0 - RATE_MARGIN))
-        if measured is not None:
+        if found is not None:
             self._capped_from = self._total.answers + in_flight  # once the stragglers are in
 
     def forget(self) -> None:
@@ -210,15 +218,22 @@ class RateLearner:
         self._strikes = 0
         self._best = 0.0
 
-    def _measure(self, now: float) -> float | None:
-        """The rate the successes since the span's start show, if the span tells it (the span
-        then starts again here); ``None`` otherwise."""
+    def _give_up(self, now: float) -> None:
+        """The rate limits are not about the rate: forget, and learn nothing for a while."""
+        self.forget()
+        self.suspended_until = now + self._suspend
+        self._suspend = min(MAX_SUSPEND, self._suspend * 2.0)
+
+    def _measure(self, now: float) -> tuple[float, float] | None:
+        """The rate the successes since the span's start show and the share of rate limits
+        among its answers, if the span tells them (the span then starts again here)."""
         span = self._span
-        mark = _Mark(now, self._total.answers, self._total.successes, self.cap)
+        total = self._total
+        mark = _Mark(now, total.answers, total.successes, total.limits, self.cap)
         if span is None or now - span.at > CALIBRATE_MAX_SPAN:
             self._span = mark
             return None
-        successes = self._total.successes - span.successes
+        successes = total.successes - span.successes
         if successes == 0:
             self._span = mark  # a storm tells nothing of the rate: measure from its end
             return None
@@ -226,10 +241,12 @@ class RateLearner:
         if now - span.at < least or successes < CALIBRATE_MIN_SUCCESSES:
             return None
         self._span = mark
-        rate = successes / (now - span.at)
-        if span.cap is not None and rate < MIN_USE * span.cap:
-            return None  # the batch sent far less than its cap: it says nothing of the server
-        return rate
+        answers = total.answers - span.answers
+        share = (total.limits - span.limits) / answers
+        sent = answers / (now - span.at)
+        if share < OVERLOAD_SHARE and span.cap is not None and sent < MIN_USE * span.cap:
+            return None  # the batch sent far less than its cap: that says nothing
+        return successes / (now - span.at), share
 
     def _contradicts(self, now: float) -> bool:
         """Whether this rate limit contradicts the bucket measured: it came while that bucket
