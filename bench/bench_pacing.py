@@ -1,16 +1,21 @@
 """Benchmark: the submission pacer under injected 429s, the previous policy against the current.
 
     python bench/bench_pacing.py [--rows 5000] [--latency 0.1] [--retry-after 1] [--seed 7]
-                                 [--capacity 40]
+                                 [--capacity 40] [--scenarios '5%@0,40/s truthful']
+                                 [--pacers current]
 
 Submits ``--rows`` rows with ``px.submit`` (async twin, no journal, concurrency 16) to the
 in-process simulator with 0 %, 1 %, 5 % and 20 % of POSTs answered 429 at random
-(``Retry-After`` ``--retry-after`` s, the simulator's ``Fault("rate_limit", rate=...)``); in a
-*storm*: every POST answered 429 from t=5 s to t=15 s; and against a server that takes at most
-``--capacity`` POSTs per second (a token bucket in the transport wrapper, 429 beyond it), where
-sending faster than the server takes only earns 429s. Contenders: the pacer's policy as it was
-before (``LegacyPacer``, on the current admission code), the current one, and the current one
-with ``recover_every=0``.
+(``Retry-After`` ``--retry-after`` s, the simulator's ``Fault("rate_limit", rate=...)``), 5 %
+with ``Retry-After: 0`` (``5%@0``: isolated 429s, "send it again now"); in a *storm*: every POST
+answered 429 from t=5 s to t=15 s; and against a server that takes at most ``--capacity`` POSTs
+per second (a token bucket in the transport wrapper, one second deep, 429 beyond it), where
+sending faster than the server takes only earns 429s: its ``Retry-After`` is ``--retry-after``
+(``40/s``: 1 s, what a bucket that writes whole seconds says) or the truthful seconds until its
+next token (``40/s truthful``). Contenders: the pacer's policy as it was before
+(``LegacyPacer``, on the current admission code), the current one, and the current one with
+``recover_every=0``. Run it with another checkout's library first on ``PYTHONPATH`` to compare
+that library's pacer (``--pacers current``).
 
 Time is simulated: the event loop's clock jumps to the next timer whenever nothing is ready
 (``bench_poll.VirtualTimeLoop``), the simulator reads that clock, and the pacer is given it. The
@@ -21,7 +26,8 @@ comparison is exact and repeatable, not noisy.
 
 Reported per scenario and pacer: simulated seconds to submit every row, of which paused (covered
 by some 429's ``Retry-After``), wall seconds, mean
-requests in flight (time-weighted, at the transport), 429s received, POSTs sent, rows accepted
+requests in flight (time-weighted, at the transport), 429s received, POSTs sent, answers other
+than 429 per simulated second (``ok/s``), rows accepted
 and rows accounted for (accepted + uncertain + failed; must equal the rows), plus rows that gave
 up after ten 429s (the client's ``RetryPolicy(max_retries=9)``, the figure the submission
 engine used before it followed the client's policy). Every run also checks that no row started

@@ -126,7 +126,7 @@ MIN_RATE = 0.5
 
 @dataclass
 class _Mark:
-    """The learner's counters at one moment (the start of a span), and the learned cap then."""
+    """The learner's counters at one moment (a span's start, or the totals), and its cap then."""
 
     at: float = 0.0
     answers: int = 0
@@ -151,7 +151,7 @@ class RateLearner:
         #: Until when learning is suspended (rate limits that were not about the rate).
         self.suspended_until = 0.0
         self._suspend = SUSPEND
-        self._total = _Mark()  # every answer and success so far
+        self._total = _Mark()  # every answer, success and rate limit so far
         self._span: _Mark | None = None  # where the current measurement started
         self._best = 0.0  # the highest rate measured since learning began
         self._strikes = 0  # rate limits in a row that the measured bucket cannot explain
