@@ -17,10 +17,11 @@ without faults). Scenarios:
 * ``bucket``: ``--bucket-rows`` rows against a token bucket on every request (``--bucket-rate``
   requests/s, ``--bucket-burst`` deep, a truthful ``Retry-After``; no other faults).
 
-Contenders: the library in this checkout and, with ``--baseline REF``, the ``plextera_data`` of
-that git ref (extracted with ``git archive`` into a temporary directory and put first on the
-client's ``PYTHONPATH``). Rounds interleave: every round runs every scenario for every
-contender, the contenders' order alternating; medians are reported with each round's figures.
+Contenders: the library in this checkout (or, with ``--ref REF``, the ``plextera_data`` of that
+git ref) and, with ``--baseline REF``, that of the baseline's git ref (each extracted with ``git
+archive`` into a temporary directory and put first on the client's ``PYTHONPATH``). Rounds
+interleave: every round runs every scenario for every contender, the contenders' order
+alternating; medians are reported with each round's figures.
 
 Reported (the server's clock for the phases: seconds from its first request):
 ``submit s`` until the last POST of the submission answered (before reconciliation's listing);
@@ -214,6 +215,7 @@ def extract(ref: str, into: Path) -> Path:
         capture_output=True,
         check=True,
     ).stdout
+    into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=BytesIO(data)) as tar:
         tar.extractall(into, filter="data")
     return into
@@ -274,6 +276,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", help="a git ref to compare with (e.g. main)")
+    parser.add_argument("--ref", help="measure this git ref instead of the working tree")
     parser.add_argument("--scenarios", default="clean,faults,bucket")
     parser.add_argument("--bucket-rows", type=int, default=2000)
     parser.add_argument("--bucket-rate", type=float, default=40.0)
@@ -285,8 +288,11 @@ def main() -> None:
     scenarios = args.scenarios.split(",")
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
         contenders = {"this checkout": ROOT}
+        if args.ref:
+            contenders = {args.ref: extract(args.ref, Path(tmp) / "ref")}
         if args.baseline:
-            contenders = {args.baseline: extract(args.baseline, Path(tmp)), **contenders}
+            baseline = extract(args.baseline, Path(tmp) / "baseline")
+            contenders = {args.baseline: baseline, **contenders}
         print(
             f"{args.rows} rows ({args.bucket_rows} against the bucket: {args.bucket_rate:g}/s, "
             f"burst {args.bucket_burst:g}, Retry-After {args.bucket_retry_after}), "
