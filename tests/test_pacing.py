@@ -1,5 +1,6 @@
 """The pacer's policy, on a fake clock: the shared pause after a 429, one decrease per burst,
-isolated 429s against a storm, the floor, recovery paced by Retry-After, the rate cap.
+isolated 429s against a storm, the floor, recovery paced by Retry-After, the rate cap, and the
+rate learned from a token bucket (but not from 429s that come at random).
 
 No wall-clock timing: the pacer gets a clock that moves only when a test (or the pacer's own
 sleep) moves it, and requests are driven by hand: acquire, answer, release.
@@ -8,6 +9,8 @@ sleep) moves it, and requests are driven by hand: acquire, answer, release.
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -381,3 +384,158 @@ def test_the_rate_cap_spaces_requests_and_follows_decreases() -> None:
 def test_bad_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Pacer(**kwargs)
+
+
+# ------------------------------------------------------------------ isolated 429s vs a rate limit
+
+
+class Bucket:
+    """A server's token bucket on the fake clock: ``rate`` tokens per second, ``burst`` deep.
+    Called with the time a request arrives: ``None`` (answered) or the truthful Retry-After."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else rate
+        self.tokens = self.burst
+        self.at = 0.0
+
+    def __call__(self, now: float) -> float | None:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return None
+        return (1.0 - self.tokens) / self.rate
+
+
+async def drive(
+    pacer: Pacer,
+    time: FakeTime,
+    server: Callable[[float], float | None],
+    seconds: float = float("inf"),
+    *,
+    requests: int | None = None,
+    rtt: float = 0.005,
+) -> Counter[str]:
+    """One request at a time, as fast as the pacer lets them go, for ``seconds`` of the fake
+    clock (or ``requests`` answers); each reaches ``server`` half a round trip after it leaves.
+    Counts the answers."""
+    answers: Counter[str] = Counter()
+    end = time.now + seconds
+    while time.now < end and (requests is None or answers.total() < requests):
+        await pacer.acquire()
+        time.now += rtt
+        retry_after = server(time.now - rtt / 2)
+        if retry_after is None:
+            pacer.on_success()
+            answers["ok"] += 1
+        else:
+            pacer.on_rate_limited(retry_after)
+            answers["429"] += 1
+        pacer.release()
+    return answers
+
+
+def test_isolated_429s_with_retry_after_zero_move_no_cap() -> None:
+    """5 % of answers are 429 asking for no wait: no pause, no decrease, no rate learned."""
+    time = FakeTime()
+    pacer = make(time, max_in_flight=16)
+    rng = random.Random(3)
+
+    async def scenario() -> Counter[str]:
+        return await drive(pacer, time, lambda now: 0.0 if rng.random() < 0.05 else None, 10.0)
+
+    answers = run(scenario())
+    assert answers["429"] > 50
+    assert pacer.rate_limited == answers["429"]
+    assert pacer.rate_limits == 0
+    assert pacer.decreases == 0
+    assert pacer.limit == 16
+    assert pacer.rate is None
+    assert time.sleeps == []  # never paused, never spaced
+
+
+def test_a_storm_of_retry_after_zero_is_a_rate_limit() -> None:
+    time = FakeTime()
+    pacer = make(time, max_in_flight=16)
+    for _ in range(8):
+        run(send_round(pacer, time, always, retry_after=0.0))
+    assert pacer.rate_limits > 0
+    assert pacer.decreases > 0
+    assert pacer.limit < 16
+
+
+def test_the_rate_of_a_token_bucket_is_learned() -> None:
+    """Answers come back in 5 ms, so even one request at a time is 200 per second: only a
+    rate cap can hold the batch to the server's 40 per second."""
+    time = FakeTime()
+    pacer = make(time, max_in_flight=16)
+    bucket = Bucket(40.0)
+    answers = run(drive(pacer, time, bucket, 60.0))
+    assert pacer.measured_rate == pytest.approx(40.0, rel=0.05)
+    assert pacer.learned_rate is not None
+    assert 0.9 * 40 <= pacer.learned_rate <= 1.1 * 40
+    assert answers["ok"] / 60.0 >= 0.95 * 40  # the burst of 40 included
+    assert answers["429"] / answers.total() <= 0.02
+    # Learned, the cap keeps rate limits rare.
+    more = run(drive(pacer, time, bucket, 60.0))
+    assert more["ok"] / 60.0 >= 0.9 * 40
+    assert more["429"] / more.total() <= 0.01
+
+
+def test_without_learning_the_same_bucket_answers_half_the_requests_429() -> None:
+    time = FakeTime()
+    pacer = make(time, max_in_flight=16, learn_rate=False)
+    answers = run(drive(pacer, time, Bucket(40.0), 60.0))
+    assert pacer.learned_rate is None
+    assert answers["429"] / answers.total() > 0.3
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "settle"),
+    [(40.0, 80.0, 60.0), (80.0, 20.0, 5.0)],
+    ids=["granting more: found by probing", "granting less: followed down at once"],
+)
+def test_a_server_changing_its_rate_is_followed(before: float, after: float, settle: float) -> None:
+    time = FakeTime()
+    pacer = make(time, max_in_flight=16)
+    bucket = Bucket(before)
+    run(drive(pacer, time, bucket, 30.0))
+    bucket.rate = after
+    run(drive(pacer, time, bucket, settle))
+    later = run(drive(pacer, time, bucket, 30.0))
+    assert later["ok"] / 30.0 >= 0.9 * after
+    assert later["429"] / later.total() <= 0.02
+    assert pacer.measured_rate == pytest.approx(after, rel=0.05)
+
+
+def test_random_429s_asking_for_a_wait_are_not_taken_for_a_rate() -> None:
+    """5 % of answers are 429 with Retry-After: 1, at random: slowing down does not make them
+    rarer. The learned cap is dropped, learning suspended; the batch is about as fast as a
+    pacer that never learns (the pauses cost what they cost)."""
+
+    def timed(learn: bool) -> tuple[float, Pacer]:
+        time = FakeTime()
+        pacer = make(time, max_in_flight=16, learn_rate=learn)
+        rng = random.Random(5)
+
+        def server(now: float) -> float | None:
+            return 1.0 if rng.random() < 0.05 else None
+
+        run(drive(pacer, time, server, requests=3000, rtt=0.01))
+        return time.now, pacer
+
+    learning, pacer = timed(True)
+    never, _ = timed(False)
+    assert pacer.learner is not None
+    assert pacer.learner.suspended_until > 0
+    assert learning <= 1.15 * never
+
+
+def test_max_per_second_stays_the_cap_when_it_is_lower() -> None:
+    time = FakeTime()
+    pacer = make(time, max_in_flight=16, max_per_second=30.0)
+    answers = run(drive(pacer, time, Bucket(40.0), 30.0))
+    assert answers["429"] == 0
+    assert pacer.rate == pytest.approx(30.0)
+    assert answers["ok"] == pytest.approx(30 * 30, abs=2)
