@@ -231,6 +231,9 @@ class DurationModel:
     #: A run is overdue once the estimated share of runs lasting longer than it has run so far
     #: falls below this.
     overdue_share = 0.1
+    #: With events: a run without its event is polled once it has run this many times as
+    #: long as the longest finished run.
+    overdue_factor = 2.0
     #: Past every finished run, the next poll goes at the geometric mean of the time left and
     #: this share of ``min_interval`` (chosen from ``bench/bench_poll.py``).
     tail_scale = 0.75
@@ -445,9 +448,10 @@ class Scheduler:
         if plan is not None:
             if plan.failures:
                 self._backing_off -= 1
-            if run is not None and is_terminal(run.status):
-                self.model.learn(plan, run)
             self.model.observe(plan, None)
+        if run is not None and is_terminal(run.status):
+            # Also a run that ended before it was picked up: its duration is evidence too.
+            self.model.learn(plan or _RowPlan(interval=self.settings.min_interval), run)
         self._wakeup.set()
 
     # ------------------------------------------------------------------ rows
@@ -496,12 +500,20 @@ class Scheduler:
     def _event_recheck(self, row: RowState, plan: _RowPlan) -> float | None:
         """With events, a decision for a run whose event has not come: run seconds until the
         next decision (``slack`` comes on top), or ``None``: poll it now, in case its event was
-        lost, because it has run longer than all but a few runs of the batch do (the
+        lost. It is polled once it has run longer than all but a few runs of the batch do (the
         Kaplan-Meier share of runs lasting longer under ``overdue_share``, the runs without an
-        event counted as lasting at least as long as they have run)."""
+        event counted as lasting at least as long as they have run), or longer than
+        ``overdue_factor`` times the longest finished run, or when no run has finished yet:
+        the runs whose events were lost look like long runs to the estimate, and would
+        otherwise hold its tail up for ever."""
         elapsed = plan.age + (self._clock() - plan.picked_at) / self.time_scale
         self.model.observe(plan, elapsed)
-        if self.model.durations and self.model.survival(elapsed) < self.model.overdue_share:
+        durations = self.model.durations
+        if (
+            not durations
+            or elapsed > self.model.overdue_factor * durations[-1]
+            or self.model.survival(elapsed) < self.model.overdue_share
+        ):
             return None
         self._deferred.add(row.position)
         return self._backed_off(plan)

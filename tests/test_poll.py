@@ -494,6 +494,37 @@ def test_past_almost_every_run_of_the_batch_is_overdue() -> None:
     assert delays == [0.5, 1.0, 2.0]
 
 
+def test_with_events_a_run_without_its_event_is_polled_in_the_end() -> None:
+    """Runs whose event was lost look like long runs to the Kaplan-Meier estimate: 5 or 6 of
+    38 left hold its tail above overdue_share for ever. Twice the longest finished
+    run, they are polled; with nothing finished at all, at their first decision."""
+    clock = [0.0]
+    scheduler, batch = offline_scheduler(n_rows=6, min_interval=2.0)
+    scheduler._clock = lambda: clock[0]
+    scheduler.slack = 30.0
+    assert scheduler.pick_up() == 6
+    row = batch.rows[0]
+    plan = scheduler._plans[row.position]
+    assert scheduler._event_recheck(row, plan) is None  # nothing finished: poll it
+    for seconds in [1.0 + 0.5 * i for i in range(32)]:  # 1 s .. 16.5 s
+        scheduler.model.learn(*finished(seconds))
+    for other in batch.rows[1:]:
+        scheduler.model.observe(scheduler._plans[other.position], 30.0)
+    clock[0] = 30.0
+    assert scheduler.model.survival(30.0) > scheduler.model.overdue_share
+    assert scheduler._event_recheck(row, plan) is not None  # 30 s < 2 x 16.5 s: wait on
+    clock[0] = 34.0
+    assert scheduler.model.survival(34.0) > scheduler.model.overdue_share
+    assert scheduler._event_recheck(row, plan) is None  # past 33 s: poll it
+
+
+def test_a_run_its_event_finished_before_pick_up_teaches_the_model() -> None:
+    scheduler, batch = offline_scheduler(n_rows=1)
+    _, run = finished(7.0)
+    scheduler.forget(batch.rows[0], run)  # never picked up
+    assert list(scheduler.model.durations) == [7.0]
+
+
 def test_with_nothing_learned_only_probe_rows_are_polled_at_first() -> None:
     clock = [0.0]
     scheduler, batch = offline_scheduler(n_rows=20, min_interval=2.0, finish_margin=0.1)

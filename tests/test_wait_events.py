@@ -76,7 +76,7 @@ def test_lost_and_duplicated_events_cost_delay_never_a_run(receiver: Any) -> Non
             durations(150, seed=2), "variable-duration", client=client, progress=False
         )
         # Polls wait 300 simulated seconds (6 s) past their planned time for the events.
-        batch.wait(events=receiver.store, progress=False, event_grace=300)
+        batch.wait(events=receiver.store, progress=False, event_grace=300, timeout=120)
         assert all(r.status in TERMINAL_STATUSES for r in batch.rows)
         with_event = {event.run.id for event in receiver.store.events()}
         lost = [r for r in batch.rows if r.run_id not in with_event]
@@ -87,6 +87,24 @@ def test_lost_and_duplicated_events_cost_delay_never_a_run(receiver: Any) -> Non
         arrived = [r.run_id for r in batch.rows if r.run_id in with_event]
         gets = sum(sim.stats.gets[run_id] for run_id in arrived)
         assert gets <= 0.1 * len(arrived)  # the runs whose event came were (nearly) never polled
+        assert sum(sim.stats.gets_after_terminal.values()) == 0
+        assert sim.stats.started_twice == {}
+
+
+def test_with_every_event_lost_the_runs_are_polled_and_finish(receiver: Any) -> None:
+    """A subscription that delivers nothing (a receiver nobody can reach) costs the grace, not
+    the batch: with no run finished by an event, each run is polled at its first decision."""
+    sim, server = served(DeliveryOptions(lost=1.0), receiver)
+    with sim, server:
+        client = px.Client(**server.client_options())
+        batch = px.submit(durations(40), "variable-duration", client=client, progress=False)
+        batch.wait(events=receiver.store, progress=False, event_grace=60, timeout=120)
+        assert all(r.status in TERMINAL_STATUSES for r in batch.rows)
+        assert receiver.store.events() == []
+        feed = batch.events_feed
+        assert feed is not None
+        assert feed.finished == 0
+        assert all(sim.stats.gets[r.run_id] >= 1 for r in batch.rows if r.run_id)
         assert sum(sim.stats.gets_after_terminal.values()) == 0
         assert sim.stats.started_twice == {}
 
