@@ -1275,13 +1275,13 @@ def submit(
     plan = _Plan(workflow_id, body, columns, files, upload, sep)
     parts = ddf.to_delayed()
     checked = _preflight(cluster, parts, plan, bool(ddf.known_divisions))
-    journals = Path(journal_dir)
+    journals = Path(journal_dir).resolve()  # the workers' working directory may differ
     _claim_journal_dir(journals, plan, checked)
     limit, owns = _open_limit(cluster, max_in_flight, limit_name)
     spec = _Spec(
         plan=plan,
         journal_dir=str(journals),
-        out=str(Path(out)),
+        out=str(Path(out).resolve()),
         client_options=options,
         concurrency=concurrency,
         limit=limit,

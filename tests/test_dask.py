@@ -166,7 +166,7 @@ def test_20000_rows_in_8_partitions_one_run_each_within_the_cluster_cap(
 def test_a_worker_killed_mid_job_starts_nothing_twice_and_the_rerun_finishes(
     tmp_path: Path,
 ) -> None:
-    cap, rows = 8, 6_000
+    cap, rows = 8, 4_000
     sim = simulator()
     ddf = dd.from_pandas(frame(rows), npartitions=8)
     options = {
