@@ -1,9 +1,11 @@
-"""2,000 runs' events delivered on loopback to a receiver process that is killed mid-stream.
+"""A 2,000-row batch whose events are delivered on loopback to a receiver process that is killed
+mid-stream, while the batch waits on the events.
 
 The simulator (sped up) delivers with 10 % duplicates, 5 % lost deliveries and jitter that puts
 events out of order; the receiver runs in its own process on a SQLite store, is SIGKILLed once
 about a third of the events are stored, and is started again on the same port and store. Every
-event acknowledged must be in the store, once; every event not lost must get there.
+event acknowledged must be in the store, once; every event not lost must get there; every run of
+the batch finishes, those whose event came (almost) without a GET.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
+import plextera_data as px
 from plextera_data.events import EventStore
+from plextera_data.models import TERMINAL_STATUSES
 from plextera_data.simulator import DeliveryOptions, Simulator
 
 SECRET = "whsec_loopback"
@@ -91,25 +97,40 @@ def test_2000_runs_delivered_through_a_receiver_restart(
                 },
             )
             assert subscription.status_code == 201, subscription.text
-        runs = [
-            sim.start_run(
-                "variable-duration",
-                {"durationSeconds": 5 + (n * 7919 % RUNS) / 10, "simulate": {"fail": n % 9 == 0}},
+            frame = pd.DataFrame(
+                {
+                    "durationSeconds": [5 + (n * 7919 % RUNS) / 10 for n in range(RUNS)],
+                    "simulate": [{"fail": n % 9 == 0} for n in range(RUNS)],
+                }
+            )  # they end over 200 simulated seconds: 2 s of wall time
+            client = px.Client(**api.client_options())
+            batch = px.submit(
+                frame, "variable-duration", client=client, concurrency=32, progress=False
             )
-            for n in range(RUNS)
-        ]  # they end over 200 simulated seconds: 2 s of wall time
+            restarted: list[tuple[subprocess.Popen[str], int]] = []
 
-        _wait_for(lambda: len(reader) >= RUNS // 3, 60, "a third of the events")
-        first.send_signal(signal.SIGKILL)  # a crash: no shutdown, no flush
-        first.wait(10)
-        stored_at_kill = len(reader)
-        second, _ = _start_receiver(path, port)
-        processes.append(second)
+            def crash_and_restart() -> None:
+                _wait_for(lambda: len(reader) >= RUNS // 3, 60, "a third of the events")
+                first.send_signal(signal.SIGKILL)  # a crash: no shutdown, no flush
+                first.wait(10)
+                restarted.append((first, len(reader)))
+                second, _ = _start_receiver(path, port)
+                processes.append(second)
 
-        _wait_for(lambda: sim.deliveries.pending == 0, 120, "every delivery to settle")
-        stats = sim.stats
-        log = list(sim.deliveries.log)
-        acknowledged = sim.deliveries.acknowledged()
+            crash = threading.Thread(target=crash_and_restart)
+            crash.start()
+            try:
+                # The receiver's durable commits take real time: at 100x its events come up to
+                # 450 simulated seconds late. Polls wait 900 (9 s) for them.
+                batch.wait(events=reader, progress=False, event_grace=900, timeout=180)
+            finally:
+                crash.join()
+            _wait_for(lambda: sim.deliveries.pending == 0, 120, "every delivery to settle")
+            stats = sim.stats
+            log = list(sim.deliveries.log)
+            acknowledged = sim.deliveries.acknowledged()
+            final = {r.run_id: sim.run_model(r.run_id)["status"] for r in batch.rows if r.run_id}
+        stored_at_kill = restarted[0][1]
 
     stored = {event.event_id: event for event in reader}
     lost = RUNS - len({a.event_id for a in log})
@@ -121,7 +142,9 @@ def test_2000_runs_delivered_through_a_receiver_restart(
     assert set(stored) == {a.event_id for a in log}
     assert lost == stats.events_lost
     assert 0.02 * RUNS < lost < 0.08 * RUNS
-    assert {event.run.id for event in stored.values()} <= set(runs)
+    runs = {r.run_id for r in batch.rows}
+    assert len(runs) == RUNS
+    assert {event.run.id for event in stored.values()} <= runs
     assert len(reader.runs()) == len(stored)
     # The restart happened mid-stream, and deliveries failed meanwhile.
     assert RUNS // 3 <= stored_at_kill < RUNS * 0.9
@@ -140,3 +163,20 @@ def test_2000_runs_delivered_through_a_receiver_restart(
     failed = [e.run for e in stored.values() if e.event_type == "workflow.run.failed"]
     assert failed
     assert all(run.status == "FAILED" for run in failed)
+    # The batch: every run finished as the API says, none started twice, none polled after its
+    # end; the runs whose event came were (nearly) never polled, the others were.
+    assert stats.started_twice == {}
+    assert all(r.status in TERMINAL_STATUSES for r in batch.rows)
+    assert all(r.status == final[r.run_id] for r in batch.rows if r.run_id)
+    assert sum(stats.gets_after_terminal.values()) == 0
+    with_event = {event.run.id for event in stored.values()}
+    completed = {e.run.id for e in stored.values() if e.event_type == "workflow.run.completed"}
+    gets_completed = sum(stats.gets[r] for r in completed) / len(completed)
+    print(
+        f"GETs per run: {stats.total_gets / RUNS:.3f}; per run with a completed event: "
+        f"{gets_completed:.3f}; {len(with_event - completed)} failed events fetched once"
+    )
+    assert gets_completed <= 0.1
+    # A failed event carries no step outputs: the run is fetched once, at once.
+    assert all(stats.gets[r] == 1 for r in with_event - completed)
+    assert all(stats.gets[r] >= 1 for r in runs - with_event)  # the lost events: polled
