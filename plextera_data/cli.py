@@ -385,7 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in (_add_run, _add_resume, _add_demo, _add_simulator):
+        add(commands, formatter)
+    return parser
 
+
+def _add_run(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    """``plextera-data run``: a workflow over every row of a file."""
     run = commands.add_parser(
         "run",
         help="run a workflow over every row of a CSV, parquet or JSON Lines file",
@@ -424,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_common(run)
 
+
+def _add_resume(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    """``plextera-data resume``: an interrupted job, from its journal."""
     resume = commands.add_parser(
         "resume",
         help="continue an interrupted job from its journal",
@@ -435,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--out", required=True, metavar="DIR", help="folder for the parquet tables")
     _add_common(resume)
 
+
+def _add_demo(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    """``plextera-data demo``: the shipped sample against the embedded simulator."""
     demo = commands.add_parser(
         "demo",
         help="run the shipped sample against the embedded simulator (no key needed)",
@@ -453,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     demo.add_argument("--no-progress", action="store_true", help="no progress display")
 
+
+def _add_simulator(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    """``plextera-data simulator``: serve the simulator until Ctrl-C."""
     simulator = commands.add_parser(
         "simulator",
         help="serve the local simulator of the API until Ctrl-C",
@@ -468,7 +483,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated seconds per second (default: 1, real time)",
     )  # fmt: skip
     simulator.add_argument("--faults", metavar="SPEC", help="faults to inject, see below")
-    return parser
 
 
 def _add_common(command: argparse.ArgumentParser) -> None:
