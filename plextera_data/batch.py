@@ -395,7 +395,7 @@ class Batch:
                 f"runs still running; nothing recorded was lost. To go on, "
                 f"{self._resume_hint()}."
             )
-            print(message, file=sys.stderr)
+            # Said by the exception only: a caller with its own advice (the CLI) gives that.
             raise KeyboardInterrupt(message) from None
 
     def _settle_interrupted(self) -> None:

@@ -298,6 +298,8 @@ def test_interrupt_exits_130_and_says_how_to_resume(
     assert process.returncode == cli.EXIT_INTERRUPTED
     assert "interrupted" in stderr
     assert f"plextera-data resume {out / cli.DEFAULT_JOURNAL_NAME} --out {out}" in stderr
+    assert "batch.wait()" not in stderr  # the CLI's advice only, not the library's
+    assert "px.resume(" not in stderr
     assert "Traceback" not in stderr
     # The command line's own way on, not the library's Python instructions.
     for python in ("batch.wait()", "px.resume(", "px.submit("):
