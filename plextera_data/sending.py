@@ -10,7 +10,10 @@ the batch's shared :class:`~plextera_data.pacing.Pacer`, and tells the
 * a start that cannot have created a run (a 429, a connection that was never opened) is sent
   again, as the client's :class:`~plextera_data.retry.RetryPolicy` allows: the same count
   (``max_retries``) and waits (``Retry-After``, else backoff). A 429 pauses every request of
-  the batch (the pacer); the row is ``SUBMISSION_FAILED`` once the retries are spent;
+  the batch (the pacer), and counts against the row's retries only until another start was
+  accepted after the row's first attempt (a batch paced by a rate limit gets every row
+  through; an API refusing everything fails them); the row is ``SUBMISSION_FAILED`` once the
+  retries are spent;
 * any other failure whose run may exist (5xx, a timeout or a dropped connection after the
   request was sent) marks the row ``SUBMISSION_UNCERTAIN``, never re-sent by itself; a refusal
   (4xx) marks it ``SUBMISSION_FAILED``;
@@ -52,6 +55,9 @@ __all__ = ["INTERRUPT_GRACE", "Sender", "batch_wide"]
 
 #: Seconds that starts already in flight get to finish after an interrupt.
 INTERRUPT_GRACE = 10.0
+#: The most 429s a row's start may meet without counting against its retries, while the
+#: batch's other starts get through (the pacer slows the batch meanwhile).
+MAX_RATE_LIMITED = 100
 
 _UNCERTAIN_INTERRUPTED = (
     "Interrupted while this row's start was in flight; the run may or may not exist. Check in "
@@ -81,6 +87,8 @@ class Sender:
         self.active = False
         #: The answer that stopped the last :meth:`send` because no row could succeed.
         self.refused: APIStatusError | None = None
+        #: Starts accepted so far (tells a 429 in a batch that gets through from a refusal).
+        self.accepted = 0
 
     @property
     def uploader(self) -> Uploader:
@@ -135,7 +143,13 @@ class Sender:
             self.ledger.commit_quietly()
 
     async def _send_one(self, row: RowState, request: RowRequest) -> None:
-        """Start one row's run, sending again while the policy allows and no run can exist."""
+        """Start one row's run, sending again while the policy allows and no run can exist.
+
+        A 429 says the batch is too fast, not that the row is at fault: once other starts of
+        the batch were accepted since this row's first attempt, it does not count against the
+        row's ``max_retries`` (at most :data:`MAX_RATE_LIMITED` times in all; none with
+        ``max_retries=0``). Until then it counts, so an API refusing everything still fails
+        the rows."""
         request_id = new_request_id()
         file_ids = None
         if request.uploads:
@@ -145,18 +159,30 @@ class Sender:
                 self.ledger.refuse(row, exc.cause, message=str(exc))
                 return
         kwargs = request.start_kwargs(file_ids)
+        retries = free = 0
+        accepted_before = self.accepted
         while True:
-            wait = await self._attempt(row, request, request_id, kwargs)
+            error = await self._attempt(row, request, request_id, kwargs)
+            if error is None:
+                return
+            if (
+                isinstance(error, RateLimitError)
+                and self.aclient.retry.max_retries
+                and self.accepted > accepted_before
+                and free < MAX_RATE_LIMITED
+            ):
+                free += 1
+            else:
+                retries += 1
+            wait = self._failed(row, error, retries)
             if wait is None:
                 return
-            if wait > 0:
-                await asyncio.sleep(wait)
+            await asyncio.sleep(wait)  # even 0: the other starts in line go first
 
     async def _attempt(
         self, row: RowState, request: RowRequest, request_id: str, kwargs: dict[str, object]
-    ) -> float | None:
-        """One POST. Returns ``None`` when the row is settled (accepted or flagged), else the
-        seconds this row waits before it is sent again (a 429's pause is the pacer's)."""
+    ) -> APIError | InvalidInputError | None:
+        """One POST. Returns ``None`` when the row is accepted, else the error it met."""
         await self.pacer.acquire()
         accepted = False
         try:
@@ -170,8 +196,9 @@ class Sender:
                     **kwargs,  # type: ignore[arg-type]
                 )
             except (APIError, InvalidInputError) as exc:
-                return self._failed(row, exc)
+                return exc
             self.pacer.on_success()
+            self.accepted += 1
             received_at = datetime.now(UTC)
             self.clock.note(run.created_at, received_at)
             self.ledger.accept(row, run, received_at)
@@ -189,10 +216,14 @@ class Sender:
         finally:
             self.pacer.release()
 
-    def _failed(self, row: RowState, exc: APIError | InvalidInputError) -> float | None:
+    def _failed(
+        self, row: RowState, exc: APIError | InvalidInputError, retries: int
+    ) -> float | None:
+        """Settle ``row`` after ``exc`` (``retries``: the retries it would now have had), or
+        return the seconds it waits before it is sent again (a 429's pause is the pacer's)."""
         policy = self.aclient.retry
         if is_retryable_for_post(exc):
-            if row.attempts > policy.max_retries:
+            if retries > policy.max_retries:
                 self.ledger.refuse(
                     row,
                     exc,
@@ -200,9 +231,9 @@ class Sender:
                     f"(the client's RetryPolicy allows {policy.max_retries} retries): {exc}",
                 )
                 if isinstance(exc, RateLimitError):
-                    self.pacer.on_rate_limited(policy.delay(exc, row.attempts - 1))
+                    self.pacer.on_rate_limited(policy.delay(exc, retries - 1))
                 return None
-            wait = policy.delay(exc, row.attempts - 1)
+            wait = policy.delay(exc, retries - 1)
             self.ledger.requeue(row, exc)
             if isinstance(exc, RateLimitError):
                 self.pacer.on_rate_limited(wait)  # pauses every request of the batch

@@ -195,6 +195,30 @@ def test_rate_limit_attempts_are_capped() -> None:
     assert sim.stats.total_posts == 0
 
 
+def test_429s_while_the_batch_gets_through_do_not_fail_a_row() -> None:
+    """Half the starts answered 429: rows meet two, three, four in a row while the others are
+    accepted. Those 429s are the batch's pace, not the rows' fault: every row gets its run,
+    even with one retry allowed; with max_retries=0 each row has exactly one attempt."""
+
+    def client_for(sim: Simulator, retries: int) -> px.Client:
+        return px.Client(**sim.client_options(retry=RetryPolicy(max_retries=retries)))
+
+    fault = Fault(kind="rate_limit", method="POST", rate=0.5, retry_after=0)
+    sim, _ = make_sim(faults=[fault])
+    batch = px.submit(frame(40), "echo", client=client_for(sim, 1), progress=False)
+    assert runs_per_row(sim) == Counter({f"row-{i}": 1 for i in range(40)})
+    assert set(batch.status["status"]) == {"PROCESSING"}
+    assert batch.status["attempts"].max() >= 3  # more 429s than one retry would allow
+    assert fault.hits == batch.status["attempts"].sum() - 40
+
+    sim, _ = make_sim(faults=[Fault(kind="rate_limit", method="POST", rate=0.5, retry_after=0)])
+    batch = px.submit(frame(40), "echo", client=client_for(sim, 0), progress=False)
+    assert list(batch.status["attempts"]) == [1] * 40
+    failed = batch.status["status"] == SUBMISSION_FAILED
+    assert 5 < failed.sum() < 35
+    assert len(runs_per_row(sim)) == 40 - failed.sum()
+
+
 def test_cancelling_async_submission_leaves_a_consistent_journal(tmp_path: Path) -> None:
     sim, client = make_sim(faults=[Fault(kind="slow", method="POST", delay=0.05)])
     journal = tmp_path / "j.db"
