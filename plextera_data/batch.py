@@ -61,6 +61,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: ``px.submit(..., reconcile=True)``: listings at most, while rows sent again come back uncertain.
+RECONCILE_ROUNDS = 3
+
 logger = logging.getLogger("plextera_data")
 
 BodyFunction = Callable[[pd.Series], Mapping[str, Any]]
@@ -279,23 +282,46 @@ class Batch:
         """Send ``targets`` (rows of this batch and their planned requests) under one display;
         with ``wait=True`` also poll until every run is terminal (``events``: see
         :meth:`wait`); with ``reconcile=True``, reconcile the uncertain starts at the end of
-        submission. Used by ``px.submit``."""
-        if wait:
-            await self._displayed(
-                progress,
-                self._send_and_poll(targets, PollSettings(), events),
-                ended=lambda finished: "stopped" if self._sender.refused else "done",
-            )
-        else:
-            await self._displayed(
-                progress,
-                self._sender.send(targets),
-                ended=lambda _: "stopped" if self._sender.refused else "submitted",
-            )
+        submission (and, with ``wait=True``, poll the rows it sent again). Used by
+        ``px.submit``."""
+
+        async def work() -> None:
+            if wait:
+                await self._send_and_poll(targets, PollSettings(), events)
+            else:
+                await self._sender.send(targets)
+            resent = reconcile and not self._sender.refused and await self._reconcile_rounds()
+            if wait and resent:
+                await self._poll(PollSettings(), None, events=events)
+
+        await self._displayed(
+            progress,
+            work(),
+            ended=lambda _: "stopped" if self._sender.refused else "done" if wait else "submitted",
+        )
         self._raise_if_refused()
-        if reconcile and self.ledger.count(SUBMISSION_UNCERTAIN):
-            await self.reconcile_async()
         return self
+
+    async def _reconcile_rounds(self) -> int:
+        """Reconcile until no uncertain row is left that another listing could settle: a row
+        sent again may come back uncertain (its start failed again). At most
+        :data:`RECONCILE_ROUNDS` rounds; ``self.reconciliation`` sums them up. Returns how many
+        rows were sent again."""
+        resent: list[Any] = []
+        pages = 0
+        for _ in range(RECONCILE_ROUNDS):
+            if not self.ledger.count(SUBMISSION_UNCERTAIN):
+                break
+            found = await self.reconcile_async()
+            resent += found.resent
+            pages += found.pages
+            if not found.resent:
+                break
+        last = self.reconciliation or Reconciliation()
+        self.reconciliation = Reconciliation(
+            resent=resent, candidates=last.candidates, inconclusive=last.inconclusive, pages=pages
+        )
+        return len(resent)
 
     def _raise_if_refused(self) -> None:
         """Say why submission stopped when the API refused the whole batch."""

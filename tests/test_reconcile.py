@@ -13,7 +13,7 @@ import pytest
 
 import plextera_data as px
 from plextera_data.ledger import SUBMISSION_UNCERTAIN
-from plextera_data.simulator import Fault, Simulator
+from plextera_data.simulator import Fault, Simulator, StepSpec, Workflow
 
 # ``sim`` (manual clock, with the ``echo`` workflow) and ``client`` come from conftest.py.
 
@@ -87,6 +87,28 @@ def test_submit_reconcile_true_settles_at_the_end_of_submission(
     assert len(batch.reconciliation.resent) == 3
     assert runs_per_row(sim) == Counter({f"row-{i}": 1 for i in range(20)})
     assert batch.counts == {"PROCESSING": 20}
+
+
+def test_reconcile_true_reconciles_again_a_row_that_came_back_uncertain_and_waits_for_it() -> None:
+    # POSTs 2, 4, 6 answer 500 (no run created): three rows uncertain, proven unsent and sent
+    # again as POSTs 21-23, of which 21 answers 500 too: a second listing proves that one.
+    echo = Workflow(
+        "echo", "Echo", steps=(StepSpec("Echo", "web_function", duration=1.0),), start_delay=0.0
+    )
+    with Simulator(seed=0, speed=100.0, workflows=[echo]) as sim:
+        sim.set_faults([Fault("server_error", method="POST", requests={2, 4, 6, 21})])
+        client = px.Client(**sim.client_options())
+        batch = px.submit(
+            frame(20), "echo", client=client, progress=False, reconcile=True, wait=True
+        )
+        assert runs_per_row(sim) == Counter({f"row-{i}": 1 for i in range(20)})
+        assert batch.counts == {"COMPLETED": 20}  # the rows sent again were waited for too
+        found = batch.reconciliation
+        assert found is not None
+        assert len(found.resent) == 4  # three, then one of them again
+        assert len(set(found.resent)) == 3
+        assert found.pages >= 2
+        assert sim.stats.started_twice == {}
 
 
 def test_a_start_in_flight_at_a_crash_is_reconciled_after_resume(
