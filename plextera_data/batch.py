@@ -45,7 +45,7 @@ from plextera_data.poll import PollSettings, Scheduler
 from plextera_data.progress import PacingState, Snapshot, follow, open_progress
 from plextera_data.reconcile import Reconciliation, find
 from plextera_data.rows import RowRequest, plan_requests
-from plextera_data.sending import Sender
+from plextera_data.sending import Sender, Targets
 from plextera_data.tables import Tables
 
 __all__ = [
@@ -250,7 +250,7 @@ class Batch:
 
     async def _send_and_poll(
         self,
-        targets: Sequence[tuple[RowState, RowRequest]],
+        targets: Targets,
         settings: PollSettings,
         events: Any = None,
     ) -> bool:
@@ -269,7 +269,7 @@ class Batch:
 
     async def submit_rows_async(
         self,
-        targets: Sequence[tuple[RowState, RowRequest]],
+        targets: Targets,
         *,
         progress: Any = True,
         wait: bool = False,

@@ -15,6 +15,7 @@ status (``PROCESSING``, ``QUEUED``, ``COMPLETED``, ``FAILED``, ``CLOSED``, or an
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -495,7 +496,7 @@ class Ledger:
         if status != row.status:
             self._statuses[row.status] -= 1
             self._statuses[status] += 1
-            row.status = status
+            row.status = sys.intern(status)  # one string per status, not one per row
         row.error = error
         row.error_code = code
         self._regroup(row)
@@ -539,9 +540,9 @@ def restore(row: RowState, rec: JournalRow) -> None:
     row.fingerprint = rec.fingerprint
     row.occurrence = rec.occurrence
     row.run_id = rec.run_id
-    row.status = rec.status
+    row.status = sys.intern(rec.status)
     row.error = rec.error
-    row.error_code = rec.error_code
+    row.error_code = None if rec.error_code is None else sys.intern(rec.error_code)
     row.request_id = rec.request_id
     row.attempts = rec.attempts
     row.sent_at = rec.sent_at
@@ -573,7 +574,7 @@ class Opened:
     """
 
     ledger: Ledger
-    to_send: list[int]
+    to_send: Sequence[int]
     adopted: dict[Any, Any] = field(default_factory=dict)
 
 
@@ -609,7 +610,7 @@ def open_ledger(
         )
     ]
     if journal is None:
-        return Opened(Ledger(rows, index, workflow_id=workflow_id), list(range(len(rows))))
+        return Opened(Ledger(rows, index, workflow_id=workflow_id), range(len(rows)))
     for row in rows:
         row.key_text = encode_key(row.key)
     recorded = journal.load()
@@ -637,7 +638,7 @@ def open_ledger(
         ledger = Ledger(
             rows, index, workflow_id=workflow_id, journal=journal, journal_batch_id=batch_id
         )
-        return Opened(ledger, list(range(len(rows))))
+        return Opened(ledger, range(len(rows)))  # every row; a range holds no int per row
     journal.set_options(recorded.id, options)
     return _reopen(rows, index, recorded, workflow_id=workflow_id, journal=journal)
 

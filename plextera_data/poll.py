@@ -48,7 +48,7 @@ import logging
 import random
 import warnings
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -200,12 +200,14 @@ def _kaplan_meier(
     return times.tolist(), np.cumprod(1.0 - 1.0 / at_risk).tolist()
 
 
-@dataclass(eq=False)  # hashed by identity: the model keys the runs it saw running by plan
+# Hashed by identity: the model keys the runs it saw running by plan. Slots, and no boundaries
+# dict until a step ends: the scheduler holds one plan per running row.
+@dataclass(eq=False, slots=True)
 class _RowPlan:
     """What the scheduler knows about one row's run between polls."""
 
     interval: float
-    boundaries: dict[int, float] = field(default_factory=dict)  # k -> seconds from start
+    boundaries: dict[int, float] | None = None  # k -> seconds from start
     last_k: int = 0
     overdue_polls: int = 0
     failures: int = 0
@@ -276,7 +278,7 @@ class DurationModel:
             return
         self.durations.add(total)
         self._changes += 1
-        for k, t_k in plan.boundaries.items():
+        for k, t_k in (plan.boundaries or {}).items():
             if 0 < t_k <= total:
                 self.ratios.setdefault(k, SortedList()).add(t_k / total)
                 self._shares.pop(k, None)
@@ -288,7 +290,7 @@ class DurationModel:
     def predict_end(self, plan: _RowPlan, run: Run, elapsed: float) -> float | None:
         """Run seconds from start at which the run is expected to end (``None``: no idea)."""
         k, n = plan.last_k, run.steps_total
-        if k and n and k < n and k in plan.boundaries:
+        if k and n and k < n and plan.boundaries and k in plan.boundaries:
             ratio = self._share(k, n)
             return plan.boundaries[k] / ratio if ratio > 0 else None
         if k == 0 and n and n > 1 and len(self.first_boundaries) >= 3:
@@ -557,6 +559,8 @@ class Scheduler:
         if k > plan.last_k and run.updated_at is not None and start is not None:
             t_k = (run.updated_at - start).total_seconds()
             if t_k > 0:
+                if plan.boundaries is None:
+                    plan.boundaries = {}
                 plan.boundaries[k] = t_k
                 plan.last_k = k
                 plan.overdue_polls = 0
