@@ -91,8 +91,7 @@ class RowState:
     submitted_at: datetime | None = None
     finished_at: datetime | None = None
     run: Run | None = None
-    #: The key as the journal writes it, and the journal's id of the row (with a journal).
-    key_text: str = field(default="", repr=False)
+    #: The journal's id of the row (with a journal).
     journal_id: int | None = field(default=None, repr=False)
 
 
@@ -151,11 +150,10 @@ class Ledger:
         self._by_run: dict[str, RowState] | None = None
         #: Rows accepted by the API, in the order they were (see :meth:`accepted_since`).
         self._accepted: list[RowState] = []
-        self._occurrences: Counter[str] = Counter()  # fingerprint -> next free occurrence
+        # fingerprint -> next free occurrence; counted when first needed (a row re-sent with new
+        # content), as a dict of every row's fingerprint is a large part of a row's memory.
+        self._occurrences: Counter[str] | None = None
         self._new_identity: set[int] = set()  # positions whose fingerprint the journal lacks
-        for row in rows:
-            if row.occurrence >= self._occurrences[row.fingerprint]:
-                self._occurrences[row.fingerprint] = row.occurrence + 1
         for row in rows:
             self._regroup(row)
 
@@ -384,6 +382,11 @@ class Ledger:
         self.record_run(row, run, force_save=True)
 
     def _next_occurrence(self, fingerprint: str) -> int:
+        if self._occurrences is None:
+            self._occurrences = Counter()
+            for row in self.rows:
+                if row.occurrence >= self._occurrences[row.fingerprint]:
+                    self._occurrences[row.fingerprint] = row.occurrence + 1
         occurrence = self._occurrences[fingerprint]
         self._occurrences[fingerprint] = occurrence + 1
         return occurrence
@@ -548,7 +551,6 @@ def restore(row: RowState, rec: JournalRow) -> None:
     row.sent_at = rec.sent_at
     row.submitted_at = rec.submitted_at
     row.finished_at = rec.finished_at
-    row.key_text = rec.key_text
     if row.status == SUBMITTING:
         # A start was in flight when the last process stopped: its outcome is unknown.
         row.status = SUBMISSION_UNCERTAIN
@@ -604,15 +606,21 @@ def open_ledger(
     against what ``journal`` recorded: a row whose request was started already (same content,
     under its key or another, in any order) gets that start's state and is not sent again."""
     rows = [
-        RowState(key=key, position=i, fingerprint=fp, occurrence=occ)
+        # An integer key equal to the position is the same object: one int per row, not two.
+        RowState(
+            key=key,
+            position=key if type(key) is int and key == i else i,
+            fingerprint=fp,
+            occurrence=occ,
+        )
         for i, (key, fp, occ) in enumerate(
             zip(keys, fingerprints, _occurrences(fingerprints), strict=True)
         )
     ]
     if journal is None:
         return Opened(Ledger(rows, index, workflow_id=workflow_id), range(len(rows)))
-    for row in rows:
-        row.key_text = encode_key(row.key)
+    # The keys as the journal writes them: needed while the rows are matched and recorded only.
+    key_texts = [encode_key(key) for key in keys]
     recorded = journal.load()
     if recorded is not None and recorded.workflow_id != workflow_id:
         if any(
@@ -630,7 +638,10 @@ def open_ledger(
         batch_id = journal.create_batch(workflow_id, options)
         ids = journal.add_rows(
             batch_id,
-            ((r.key_text, r.position, r.fingerprint, r.occurrence, 0, NOT_SUBMITTED) for r in rows),
+            (
+                (text, r.position, r.fingerprint, r.occurrence, 0, NOT_SUBMITTED)
+                for r, text in zip(rows, key_texts, strict=True)
+            ),
         )
         for row, row_id in zip(rows, ids, strict=True):
             row.journal_id = row_id
@@ -640,11 +651,12 @@ def open_ledger(
         )
         return Opened(ledger, range(len(rows)))  # every row; a range holds no int per row
     journal.set_options(recorded.id, options)
-    return _reopen(rows, index, recorded, workflow_id=workflow_id, journal=journal)
+    return _reopen(rows, key_texts, index, recorded, workflow_id=workflow_id, journal=journal)
 
 
 def _reopen(
     rows: list[RowState],
+    key_texts: list[str],
     index: pd.Index,
     recorded: JournalBatch,
     *,
@@ -653,7 +665,7 @@ def _reopen(
 ) -> Opened:
     """Match a new frame's rows with the starts a journal recorded (see :func:`open_ledger`)."""
     generation = max((rec.generation for rec in recorded.rows), default=0) + 1
-    matches = _match(rows, recorded.rows)
+    matches = _match(rows, key_texts, recorded.rows)
     next_occurrence: Counter[str] = Counter()
     for rec in recorded.rows:
         next_occurrence[rec.fingerprint] = max(next_occurrence[rec.fingerprint], rec.occurrence + 1)
@@ -671,9 +683,8 @@ def _reopen(
             to_send.append(row.position)
             continue
         rec, how = match
-        fingerprint, key_text = row.fingerprint, row.key_text
+        fingerprint, key_text = row.fingerprint, key_texts[row.position]
         restore(row, rec)
-        row.key_text = key_text
         if how == "content" and rec.key_text != key_text:
             adopted[row.key] = rec.key
         if how == "key":  # same key, other content
@@ -690,7 +701,14 @@ def _reopen(
     ids = journal.add_rows(
         recorded.id,
         (
-            (r.key_text, r.position, r.fingerprint, r.occurrence, generation, NOT_SUBMITTED)
+            (
+                key_texts[r.position],
+                r.position,
+                r.fingerprint,
+                r.occurrence,
+                generation,
+                NOT_SUBMITTED,
+            )
             for r in new_rows
         ),
     )
@@ -701,7 +719,7 @@ def _reopen(
     others = [rec for rec in recorded.rows if rec.id not in claimed]
     journal.claim_rows(
         [
-            (r.journal_id, r.key_text, r.position, generation)
+            (r.journal_id, key_texts[r.position], r.position, generation)
             for r in rows
             if r.journal_id is not None and r.position not in new_positions
         ]
@@ -721,7 +739,9 @@ def _reopen(
     return Opened(ledger, to_send, adopted)
 
 
-def _match(rows: list[RowState], recorded: list[JournalRow]) -> dict[int, tuple[JournalRow, str]]:
+def _match(
+    rows: list[RowState], key_texts: list[str], recorded: list[JournalRow]
+) -> dict[int, tuple[JournalRow, str]]:
     """Pair new rows with recorded starts: same key and content first, then same content under
     any key (in order), then same key with other content. Values: ``(record, how)`` with
     ``how`` one of ``"same"``, ``"content"``, ``"key"``."""
@@ -729,7 +749,7 @@ def _match(rows: list[RowState], recorded: list[JournalRow]) -> dict[int, tuple[
     matches: dict[int, tuple[JournalRow, str]] = {}
     by_key_and_content = {(rec.key_text, rec.fingerprint): rec for rec in recorded}
     for row in rows:
-        rec = by_key_and_content.get((row.key_text, row.fingerprint))
+        rec = by_key_and_content.get((key_texts[row.position], row.fingerprint))
         if rec is not None and rec.id not in claimed:
             claimed.add(rec.id)
             matches[row.position] = (rec, "same")
@@ -754,7 +774,7 @@ def _match(rows: list[RowState], recorded: list[JournalRow]) -> dict[int, tuple[
     for row in rows:
         if row.position in matches:
             continue
-        rec = by_key.get(row.key_text)
+        rec = by_key.get(key_texts[row.position])
         if rec is not None and rec.id not in claimed:
             claimed.add(rec.id)
             matches[row.position] = (rec, "key")

@@ -382,11 +382,11 @@ class Scheduler:
         self._rng = random.Random(settings.seed)
         self._heap: list[tuple[float, int, int]] = []  # (due, sequence, row position)
         self._seq = 0
+        # The rows scheduled, by position (ledger.rows[position] is the row): their plans.
         self._plans: dict[int, _RowPlan] = {}
         self._deferred: set[int] = set()  # rows whose next heap entry is a decision, not a GET
         self._picked = 0
         self._accepted_mark = 0  # how far the ledger's accepted rows were read
-        self._rows: dict[int, RowState] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -434,7 +434,7 @@ class Scheduler:
 
     def poll_now(self, row: RowState) -> None:
         """Poll ``row``'s run at once (an event said it ended, without what the tables need)."""
-        if row.position not in self._rows:
+        if row.position not in self._plans:
             return
         self._deferred.discard(row.position)
         self._seq += 1
@@ -445,7 +445,6 @@ class Scheduler:
         """Stop polling ``row``: its run ended, as ``run`` (from an event) shows; the batch
         learns its duration as if a poll had seen it."""
         plan = self._plans.pop(row.position, None)
-        self._rows.pop(row.position, None)
         self._deferred.discard(row.position)
         if plan is not None:
             if plan.failures:
@@ -461,16 +460,15 @@ class Scheduler:
     def pick_up(self) -> int:
         """Schedule the rows with a running run not yet known; returns how many. The first call
         reads every row; later ones only the rows the ledger accepted since."""
-        if self._accepted_mark == 0 and not self._rows:
+        if self._accepted_mark == 0 and not self._plans:
             candidates = self.ledger.pending_poll()
             _, self._accepted_mark = self.ledger.accepted_since(0)
         else:
             candidates, self._accepted_mark = self.ledger.accepted_since(self._accepted_mark)
         added = 0
         for row in candidates:
-            if row.position in self._rows:
+            if row.position in self._plans:
                 continue
-            self._rows[row.position] = row
             plan = _RowPlan(interval=self.settings.min_interval)
             self._plans[row.position] = plan
             age = 0.0
@@ -608,7 +606,6 @@ class Scheduler:
             self.model.learn(plan, run)  # never scheduled again
             self.model.observe(plan, None)
             self._plans.pop(row.position, None)
-            self._rows.pop(row.position, None)
             return
         if self.slack:
             self._deferred.add(row.position)  # polled once: decide again, later
@@ -701,7 +698,7 @@ class Scheduler:
                 if submitting and now >= next_scan:
                     self.pick_up()
                     next_scan = now + 0.1
-                if not self._rows and not self._tasks:
+                if not self._plans and not self._tasks:
                     if submitting:
                         assert submission is not None
                         await asyncio.wait({submission}, timeout=0.1)
@@ -713,8 +710,10 @@ class Scheduler:
                     return False
                 if self._heap and self._heap[0][0] <= now:
                     _, _, position = heapq.heappop(self._heap)
-                    row = self._rows.get(position)
-                    if row is None or is_terminal(row.status):
+                    if position not in self._plans:
+                        continue
+                    row = self.ledger.rows[position]
+                    if is_terminal(row.status):
                         continue
                     if position in self._deferred:
                         self._deferred.discard(position)
