@@ -67,32 +67,114 @@ UNCERTAIN_AFTER_CRASH = (
 )
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class RowState:
-    """Where one input row stands: its key, fingerprint, run id and status (see the module)."""
+    """Where one input row stands: its key, fingerprint, run id and status (see the module).
+
+    ``sent_at`` (when the last start of this row left, client clock), ``submitted_at`` (its
+    run's ``createdAt``) and ``finished_at`` are aware UTC datetimes; they are kept as POSIX
+    seconds (a float costs half a datetime, and a batch holds three per row).
+    """
 
     key: Any
     position: int
     fingerprint: str
     #: This row's place among the rows with the same fingerprint (0 for the first): the
     #: fingerprint and occurrence identify the start in the journal.
-    occurrence: int = 0
-    run_id: str | None = None
-    status: str = NOT_SUBMITTED
-    error: str | None = None
-    error_code: str | None = None
-    request_id: str | None = None
-    attempts: int = 0
-    polls: int = 0
-    poll_failures: int = 0
-    #: When the last start of this row left (client clock, UTC); the API's ``createdAt`` of
-    #: its run is ``submitted_at``.
-    sent_at: datetime | None = None
-    submitted_at: datetime | None = None
-    finished_at: datetime | None = None
-    run: Run | None = None
+    occurrence: int
+    run_id: str | None
+    status: str
+    error: str | None
+    error_code: str | None
+    request_id: str | None
+    attempts: int
+    polls: int
+    poll_failures: int
+    _sent: float | None = field(repr=False)
+    _submitted: float | None = field(repr=False)
+    _finished: float | None = field(repr=False)
+    run: Run | None
     #: The journal's id of the row (with a journal).
-    journal_id: int | None = field(default=None, repr=False)
+    journal_id: int | None = field(repr=False)
+
+    def __init__(
+        self,
+        key: Any,
+        position: int,
+        fingerprint: str,
+        occurrence: int = 0,
+        run_id: str | None = None,
+        status: str = NOT_SUBMITTED,
+        error: str | None = None,
+        error_code: str | None = None,
+        request_id: str | None = None,
+        attempts: int = 0,
+        polls: int = 0,
+        poll_failures: int = 0,
+        sent_at: datetime | None = None,
+        submitted_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        run: Run | None = None,
+        journal_id: int | None = None,
+    ) -> None:
+        self.key = key
+        self.position = position
+        self.fingerprint = fingerprint
+        self.occurrence = occurrence
+        self.run_id = run_id
+        self.status = status
+        self.error = error
+        self.error_code = error_code
+        self.request_id = request_id
+        self.attempts = attempts
+        self.polls = polls
+        self.poll_failures = poll_failures
+        self._sent = _seconds(sent_at)
+        self._submitted = _seconds(submitted_at)
+        self._finished = _seconds(finished_at)
+        self.run = run
+        self.journal_id = journal_id
+
+    @property
+    def sent_at(self) -> datetime | None:
+        """When the last start of this row left (client clock, UTC)."""
+        return _instant(self._sent)
+
+    @sent_at.setter
+    def sent_at(self, value: datetime | None) -> None:
+        self._sent = _seconds(value)
+
+    @property
+    def submitted_at(self) -> datetime | None:
+        """The ``createdAt`` of this row's run (UTC)."""
+        return _instant(self._submitted)
+
+    @submitted_at.setter
+    def submitted_at(self, value: datetime | None) -> None:
+        self._submitted = _seconds(value)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When this row's run ended: its ``completedAt`` (UTC), else when it was seen ended."""
+        return _instant(self._finished)
+
+    @finished_at.setter
+    def finished_at(self, value: datetime | None) -> None:
+        self._finished = _seconds(value)
+
+
+def _seconds(value: datetime | None) -> float | None:
+    """An instant as POSIX seconds (a naive datetime is taken as UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def _instant(seconds: float | None) -> datetime | None:
+    """POSIX seconds back as an aware UTC datetime (exact to the microsecond)."""
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
 def describe_error(exc: BaseException) -> str:
