@@ -303,17 +303,29 @@ class Ledger:
     def raw_runs(self, chunk: int = 500) -> Iterator[tuple[dict[str, Any], Any]]:
         """``(run JSON, row key)`` of every row's latest run, in input order, ``chunk`` rows at
         a time: finished runs read from the journal, the others from memory."""
+        for part in self.raw_run_chunks(chunk):
+            for _, raw, key in part:
+                yield raw, key
+
+    def raw_run_chunks(self, chunk: int = 500) -> Iterator[list[tuple[str, dict[str, Any], Any]]]:
+        """``(run id, run JSON, row key)`` of the latest runs of ``chunk`` rows at a time, in
+        input order: finished runs read from the journal, the others (running, as last seen)
+        from memory. Rows without a run, or whose run was not fetched yet, give none."""
         for start in range(0, len(self.rows), chunk):
             part = [r for r in self.rows[start : start + chunk] if r.run_id is not None]
             stored: dict[str, dict[str, Any]] = {}
             if self.journal is not None and self.journal_batch_id is not None:
                 wanted = [r.run_id for r in part if r.run is None and r.run_id is not None]
                 stored = dict(self.journal.final_runs(self.journal_batch_id, wanted))
+            found: list[tuple[str, dict[str, Any], Any]] = []
             for row in part:
+                assert row.run_id is not None
                 if row.run is not None:
-                    yield row.run.raw, row.key
+                    found.append((row.run_id, row.run.raw, row.key))
                 elif row.run_id in stored:
-                    yield stored[row.run_id], row.key
+                    found.append((row.run_id, stored[row.run_id], row.key))
+            if found:
+                yield found
 
     @property
     def row_keys(self) -> dict[str, Any]:
