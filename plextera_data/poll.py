@@ -214,6 +214,7 @@ class _RowPlan:
     observed: float | None = None  # elapsed time at which it was last seen running
     picked_at: float = 0.0  # scheduler clock
     age: float = 0.0  # run seconds since submission when picked up
+    deferred: bool = False  # its next heap entry is a decision, not a GET
 
 
 class DurationModel:
@@ -384,7 +385,6 @@ class Scheduler:
         self._seq = 0
         # The rows scheduled, by position (ledger.rows[position] is the row): their plans.
         self._plans: dict[int, _RowPlan] = {}
-        self._deferred: set[int] = set()  # rows whose next heap entry is a decision, not a GET
         self._picked = 0
         self._accepted_mark = 0  # how far the ledger's accepted rows were read
         self._tasks: set[asyncio.Task[None]] = set()
@@ -434,9 +434,10 @@ class Scheduler:
 
     def poll_now(self, row: RowState) -> None:
         """Poll ``row``'s run at once (an event said it ended, without what the tables need)."""
-        if row.position not in self._plans:
+        plan = self._plans.get(row.position)
+        if plan is None:
             return
-        self._deferred.discard(row.position)
+        plan.deferred = False
         self._seq += 1
         heapq.heappush(self._heap, (self._clock(), self._seq, row.position))
         self._wakeup.set()
@@ -445,7 +446,6 @@ class Scheduler:
         """Stop polling ``row``: its run ended, as ``run`` (from an event) shows; the batch
         learns its duration as if a poll had seen it."""
         plan = self._plans.pop(row.position, None)
-        self._deferred.discard(row.position)
         if plan is not None:
             if plan.failures:
                 self._backing_off -= 1
@@ -476,7 +476,7 @@ class Scheduler:
                 age = max(0.0, (self._api_now() - row.submitted_at).total_seconds())
             plan.picked_at, plan.age = self._clock(), age
             if self.slack:  # with events: a poll only in case the run's event is lost
-                self._deferred.add(row.position)  # a decision, after the grace
+                plan.deferred = True  # a decision, after the grace
                 self._push(row, 0.0)
                 added += 1
                 continue
@@ -489,7 +489,7 @@ class Scheduler:
                 # Nothing known yet: one row in _PROBE_EVERY is polled then; the others only
                 # decide then, from what the probes will have told.
                 if self._picked % _PROBE_EVERY:
-                    self._deferred.add(row.position)
+                    plan.deferred = True
             self._picked += 1
             self._push(row, min(self._jittered(max(0.0, delay)), self.settings.max_interval))
             added += 1
@@ -515,7 +515,7 @@ class Scheduler:
             or self.model.survival(elapsed) < self.model.overdue_share
         ):
             return None
-        self._deferred.add(row.position)
+        plan.deferred = True
         return self._backed_off(plan)
 
     def _backed_off(self, plan: _RowPlan) -> float:
@@ -608,7 +608,7 @@ class Scheduler:
             self._plans.pop(row.position, None)
             return
         if self.slack:
-            self._deferred.add(row.position)  # polled once: decide again, later
+            plan.deferred = True  # polled once: decide again, later
             self._push(row, self._backed_off(plan))
         else:
             self._push(row, self.next_delay(row, plan, run))
@@ -710,14 +710,14 @@ class Scheduler:
                     return False
                 if self._heap and self._heap[0][0] <= now:
                     _, _, position = heapq.heappop(self._heap)
-                    if position not in self._plans:
+                    plan = self._plans.get(position)
+                    if plan is None:
                         continue
                     row = self.ledger.rows[position]
                     if is_terminal(row.status):
                         continue
-                    if position in self._deferred:
-                        self._deferred.discard(position)
-                        plan = self._plans[position]
+                    if plan.deferred:
+                        plan.deferred = False
                         if self.slack:
                             delay = self._event_recheck(row, plan)
                         else:
