@@ -466,6 +466,12 @@ class Scheduler:
         else:
             candidates, self._accepted_mark = self.ledger.accepted_since(self._accepted_mark)
         added = 0
+        # Read once for all the rows picked up now (one float object shared by their plans, not
+        # one each: the scheduler holds a plan per running row).
+        now, api_now = self._clock(), self._api_now()
+        backed_off = min(
+            self.settings.max_interval, self.settings.min_interval * self.settings.backoff
+        )
         for row in candidates:
             if row.position in self._plans:
                 continue
@@ -473,8 +479,8 @@ class Scheduler:
             self._plans[row.position] = plan
             age = 0.0
             if row.submitted_at is not None:
-                age = max(0.0, (self._api_now() - row.submitted_at).total_seconds())
-            plan.picked_at, plan.age = self._clock(), age
+                age = max(0.0, (api_now - row.submitted_at).total_seconds())
+            plan.picked_at, plan.age = now, age
             if self.slack:  # with events: a poll only in case the run's event is lost
                 plan.deferred = True  # a decision, after the grace
                 self._push(row, 0.0)
@@ -483,9 +489,7 @@ class Scheduler:
             first = self.model.predict_end(plan, row.run or Run(id=row.run_id, status=None), age)
             delay = (first - age + self.settings.finish_margin) if first else plan.interval - age
             if first is None:
-                plan.interval = min(
-                    self.settings.max_interval, plan.interval * self.settings.backoff
-                )
+                plan.interval = backed_off  # min_interval backed off once
                 # Nothing known yet: one row in _PROBE_EVERY is polled then; the others only
                 # decide then, from what the probes will have told.
                 if self._picked % _PROBE_EVERY:
