@@ -15,6 +15,7 @@ status (``PROCESSING``, ``QUEUED``, ``COMPLETED``, ``FAILED``, ``CLOSED``, or an
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import warnings
 from collections import Counter
@@ -86,7 +87,7 @@ class RowState:
     status: str
     error: str | None
     error_code: str | None
-    request_id: str | None
+    _request_id: str | int | None = field(repr=False)
     attempts: int
     polls: int
     poll_failures: int
@@ -125,7 +126,7 @@ class RowState:
         self.status = status
         self.error = error
         self.error_code = error_code
-        self.request_id = request_id
+        self.request_id = request_id  # the property below
         self.attempts = attempts
         self.polls = polls
         self.poll_failures = poll_failures
@@ -134,6 +135,21 @@ class RowState:
         self._finished = _seconds(finished_at)
         self.run = run
         self.journal_id = journal_id
+
+    @property
+    def request_id(self) -> str | None:
+        """The ``X-Request-Id`` of this row's last start (or the one an API error named)."""
+        value = self._request_id
+        return f"pxd_{value:032x}" if type(value) is int else value  # type: ignore[return-value]
+
+    @request_id.setter
+    def request_id(self, value: str | None) -> None:
+        # The library's own ids (``pxd_`` + 32 hex digits) are kept as their 128-bit number:
+        # half the bytes of the string, and a batch holds one per row.
+        if isinstance(value, str) and _OWN_REQUEST_ID.fullmatch(value):
+            self._request_id = int(value[4:], 16)
+        else:
+            self._request_id = value
 
     @property
     def sent_at(self) -> datetime | None:
@@ -161,6 +177,9 @@ class RowState:
     @finished_at.setter
     def finished_at(self, value: datetime | None) -> None:
         self._finished = _seconds(value)
+
+
+_OWN_REQUEST_ID = re.compile(r"pxd_[0-9a-f]{32}")
 
 
 def _seconds(value: datetime | None) -> float | None:
