@@ -217,6 +217,48 @@ class _RowPlan:
     deferred: bool = False  # its next heap entry is a decision, not a GET
 
 
+class _Plans:
+    """The plans of the scheduled rows by position, as a dict would hold them: a list as long
+    as the batch (8 bytes a row) instead of a dict of the running rows (about 50 bytes each
+    at 200,000 of them)."""
+
+    __slots__ = ("_count", "_slots")
+
+    def __init__(self, size: int) -> None:
+        self._slots: list[_RowPlan | None] = [None] * size
+        self._count = 0
+
+    def get(self, position: int) -> _RowPlan | None:
+        return self._slots[position]
+
+    def __contains__(self, position: int) -> bool:
+        return self._slots[position] is not None
+
+    def __getitem__(self, position: int) -> _RowPlan:
+        plan = self._slots[position]
+        if plan is None:
+            raise KeyError(position)
+        return plan
+
+    def __setitem__(self, position: int, plan: _RowPlan) -> None:
+        if self._slots[position] is None:
+            self._count += 1
+        self._slots[position] = plan
+
+    def pop(self, position: int, default: None = None) -> _RowPlan | None:
+        plan = self._slots[position]
+        if plan is not None:
+            self._slots[position] = None
+            self._count -= 1
+        return plan
+
+    def __len__(self) -> int:
+        return self._count
+
+    def values(self) -> list[_RowPlan]:
+        return [plan for plan in self._slots if plan is not None]
+
+
 class DurationModel:
     """Learns from the finished runs of the batch how long runs take and how their time splits
     over steps, and predicts when a running run will end (run seconds since it started).
@@ -384,7 +426,7 @@ class Scheduler:
         self._heap: list[tuple[float, int, int]] = []  # (due, sequence, row position)
         self._seq = 0
         # The rows scheduled, by position (ledger.rows[position] is the row): their plans.
-        self._plans: dict[int, _RowPlan] = {}
+        self._plans = _Plans(len(ledger.rows))
         self._picked = 0
         self._accepted_mark = 0  # how far the ledger's accepted rows were read
         self._tasks: set[asyncio.Task[None]] = set()
