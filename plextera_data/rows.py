@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 #: Rows planned at a time (see :func:`plan_requests`).
-PLAN_CHUNK = 10_000
+PLAN_CHUNK = 2_000
 
 #: Rows listed in a pre-flight error message; the rest are counted.
 SHOWN_PROBLEMS = 5
