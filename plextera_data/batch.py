@@ -16,7 +16,7 @@ import html
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -478,12 +478,7 @@ class Batch:
             pd.read_parquet("out/outputs")  # or polars, DuckDB, Dask, Tables.read_parquet
         """
         if to is None:
-            return flatten(
-                self.ledger.runs,
-                row_keys=self.ledger.row_keys,
-                expand_nested=expand_nested,
-                client=self.client,
-            )
+            return flatten(self, expand_nested=expand_nested, client=self.client)
         # row_key's type as flatten() would decide it from every key, fixed before the first
         # chunk is written.
         key_type = row_key_type_of(r.key for r in self.rows if r.run_id is not None)
@@ -496,6 +491,11 @@ class Batch:
                     row_keys={run_id: key for run_id, _, key in part},
                 )
         return writer.paths
+
+    def _flatten_source(self) -> tuple[Iterator[dict[str, Any]], dict[str, Any]]:
+        """What ``px.flatten(batch)`` reads: the runs' JSON as :meth:`Ledger.raw_runs` streams
+        it (no run model made), and the row key of each run id."""
+        return (raw for raw, _ in self.ledger.raw_runs()), self.ledger.row_keys
 
     def results(self, frame: pd.DataFrame | None = None, **kwargs: Any) -> pd.DataFrame:
         """The input frame with each row's run status and step outputs as columns."""

@@ -82,6 +82,10 @@ def test_tables_to_a_directory_read_back_equal_and_come_from_the_journal(
     assert paths == {name: tmp_path / "out" / name for name in TABLES}
     back = read_back(paths)
     tables = batch.tables()
+    # batch.tables() streams the runs' JSON too: the tables of the runs as models, all at once.
+    models = px.flatten(batch.runs, row_keys=batch.row_keys)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(getattr(tables, name), getattr(models, name))
     assert_equal_to(back, tables)
     assert_same_tables(tmp_path / "out", tables)
     assert len(back["runs"]) == 30
