@@ -137,6 +137,17 @@ class RowState:
         self.journal_id = journal_id
 
     @property
+    def key_text(self) -> str:
+        """Deprecated: the key as the journal writes it (``journal.encode_key(row.key)``)."""
+        warnings.warn(
+            "RowState.key_text is deprecated (the row no longer keeps it): use "
+            "plextera_data.journal.encode_key(row.key)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return encode_key(self.key)
+
+    @property
     def request_id(self) -> str | None:
         """The ``X-Request-Id`` of this row's last start (or the one an API error named)."""
         value = self._request_id
