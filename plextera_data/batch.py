@@ -16,9 +16,10 @@ import html
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar, overload
 
 import pandas as pd
 
@@ -28,7 +29,7 @@ from plextera_data.client import AsyncClient, Client
 from plextera_data.clock import ApiClock
 from plextera_data.events import EventStore
 from plextera_data.events_feed import EventFeed, EventSource
-from plextera_data.flatten import flatten, results
+from plextera_data.flatten import TableWriter, flatten, results, row_key_type_of
 from plextera_data.journal import Journal
 from plextera_data.ledger import (
     LOCAL_STATUSES,
@@ -45,7 +46,7 @@ from plextera_data.poll import PollSettings, Scheduler
 from plextera_data.progress import PacingState, Snapshot, follow, open_progress
 from plextera_data.reconcile import Reconciliation, find
 from plextera_data.rows import RowRequest, plan_requests
-from plextera_data.sending import Sender
+from plextera_data.sending import Sender, Targets
 from plextera_data.tables import Tables
 
 __all__ = [
@@ -253,7 +254,7 @@ class Batch:
 
     async def _send_and_poll(
         self,
-        targets: Sequence[tuple[RowState, RowRequest]],
+        targets: Targets,
         settings: PollSettings,
         events: Any = None,
     ) -> bool:
@@ -272,7 +273,7 @@ class Batch:
 
     async def submit_rows_async(
         self,
-        targets: Sequence[tuple[RowState, RowRequest]],
+        targets: Targets,
         *,
         progress: Any = True,
         wait: bool = False,
@@ -483,14 +484,44 @@ class Batch:
 
     # ------------------------------------------------------------------ results
 
-    def tables(self, *, expand_nested: bool = False) -> Tables:
-        """The runs, steps and outputs as tidy tables (see :func:`plextera_data.flatten`)."""
-        return flatten(
-            self.ledger.runs,
-            row_keys=self.ledger.row_keys,
-            expand_nested=expand_nested,
-            client=self.client,
-        )
+    @overload
+    def tables(self, *, expand_nested: bool = ..., to: None = ...) -> Tables: ...
+    @overload
+    def tables(self, *, expand_nested: bool = ..., to: str | Path) -> dict[str, Path]: ...
+    def tables(
+        self, *, expand_nested: bool = False, to: str | Path | None = None
+    ) -> Tables | dict[str, Path]:
+        """The runs, steps and outputs as tidy tables (see :func:`plextera_data.flatten`).
+
+        ``to="out/"`` writes them instead as parquet datasets ``out/runs/``, ``out/steps/`` and
+        ``out/outputs/`` (a :class:`~plextera_data.flatten.TableWriter`) and returns the
+        directory of each: the finished runs are streamed from the journal a few hundred at a
+        time, so memory stays bounded whatever the batch's size. Either way, while runs are
+        still running the tables are a consistent partial view: the finished runs and the
+        running ones as last seen.
+
+            batch.tables(to="out/")
+            pd.read_parquet("out/outputs")  # or polars, DuckDB, Dask, Tables.read_parquet
+        """
+        if to is None:
+            return flatten(self, expand_nested=expand_nested, client=self.client)
+        # row_key's type as flatten() would decide it from every key, fixed before the first
+        # chunk is written.
+        key_type = row_key_type_of(r.key for r in self.rows if r.run_id is not None)
+        with TableWriter(
+            to, row_key_type=key_type, expand_nested=expand_nested, client=self.client
+        ) as writer:
+            for part in self.ledger.raw_run_chunks():
+                writer.add(
+                    [raw for _, raw, _ in part],
+                    row_keys={run_id: key for run_id, _, key in part},
+                )
+        return writer.paths
+
+    def _flatten_source(self) -> tuple[Iterator[dict[str, Any]], dict[str, Any]]:
+        """What ``px.flatten(batch)`` reads: the runs' JSON as :meth:`Ledger.raw_runs` streams
+        it (no run model made), and the row key of each run id."""
+        return (raw for raw, _ in self.ledger.raw_runs()), self.ledger.row_keys
 
     def results(self, frame: pd.DataFrame | None = None, **kwargs: Any) -> pd.DataFrame:
         """The input frame with each row's run status and step outputs as columns."""

@@ -60,7 +60,15 @@ from plextera_data.tables import (
     schema_for,
 )
 
-__all__ = ["TableWriter", "Tables", "flatten", "outputs_wide", "parse_path", "results"]
+__all__ = [
+    "TableWriter",
+    "Tables",
+    "flatten",
+    "outputs_wide",
+    "parse_path",
+    "results",
+    "row_key_type_of",
+]
 
 RowKeyType = Literal["int64", "string"]
 
@@ -781,10 +789,21 @@ def _is_integer_key(key: Any) -> bool:
 
 def _decide_row_key_type(keys: Iterable[Any]) -> pa.DataType:
     """``int64`` when every key given is an integer (and there is one), else ``string``."""
-    present = [key for key in keys if key is not None]
-    if present and all(_is_integer_key(key) for key in present):
-        return pa.int64()
-    return TEXT
+    seen = False
+    for key in keys:  # streamed: the keys of a million rows are never copied
+        if key is None:
+            continue
+        if not _is_integer_key(key):
+            return TEXT
+        seen = True
+    return pa.int64() if seen else TEXT
+
+
+def row_key_type_of(keys: Iterable[Any]) -> RowKeyType:
+    """The type :func:`flatten` gives ``row_key`` for runs of these row keys: ``"int64"`` when
+    every key (``None`` aside) is an integer and there is one, else ``"string"``; for a
+    :class:`TableWriter` that will be given the keys in chunks."""
+    return "int64" if _decide_row_key_type(keys) == pa.int64() else "string"
 
 
 def _row_key_type(value: RowKeyType | None) -> pa.DataType | None:

@@ -15,6 +15,8 @@ status (``PROCESSING``, ``QUEUED``, ``COMPLETED``, ``FAILED``, ``CLOSED``, or an
 from __future__ import annotations
 
 import contextlib
+import re
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -66,33 +68,143 @@ UNCERTAIN_AFTER_CRASH = (
 )
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class RowState:
-    """Where one input row stands: its key, fingerprint, run id and status (see the module)."""
+    """Where one input row stands: its key, fingerprint, run id and status (see the module).
+
+    ``sent_at`` (when the last start of this row left, client clock), ``submitted_at`` (its
+    run's ``createdAt``) and ``finished_at`` are aware UTC datetimes; they are kept as POSIX
+    seconds (a float costs half a datetime, and a batch holds three per row).
+    """
 
     key: Any
     position: int
     fingerprint: str
     #: This row's place among the rows with the same fingerprint (0 for the first): the
     #: fingerprint and occurrence identify the start in the journal.
-    occurrence: int = 0
-    run_id: str | None = None
-    status: str = NOT_SUBMITTED
-    error: str | None = None
-    error_code: str | None = None
-    request_id: str | None = None
-    attempts: int = 0
-    polls: int = 0
-    poll_failures: int = 0
-    #: When the last start of this row left (client clock, UTC); the API's ``createdAt`` of
-    #: its run is ``submitted_at``.
-    sent_at: datetime | None = None
-    submitted_at: datetime | None = None
-    finished_at: datetime | None = None
-    run: Run | None = None
-    #: The key as the journal writes it, and the journal's id of the row (with a journal).
-    key_text: str = field(default="", repr=False)
-    journal_id: int | None = field(default=None, repr=False)
+    occurrence: int
+    run_id: str | None
+    status: str
+    error: str | None
+    error_code: str | None
+    _request_id: str | int | None = field(repr=False)
+    attempts: int
+    polls: int
+    poll_failures: int
+    _sent: float | None = field(repr=False)
+    _submitted: float | None = field(repr=False)
+    _finished: float | None = field(repr=False)
+    run: Run | None
+    #: The journal's id of the row (with a journal).
+    journal_id: int | None = field(repr=False)
+
+    def __init__(
+        self,
+        key: Any,
+        position: int,
+        fingerprint: str,
+        occurrence: int = 0,
+        run_id: str | None = None,
+        status: str = NOT_SUBMITTED,
+        error: str | None = None,
+        error_code: str | None = None,
+        request_id: str | None = None,
+        attempts: int = 0,
+        polls: int = 0,
+        poll_failures: int = 0,
+        sent_at: datetime | None = None,
+        submitted_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        run: Run | None = None,
+        journal_id: int | None = None,
+    ) -> None:
+        self.key = key
+        self.position = position
+        self.fingerprint = fingerprint
+        self.occurrence = occurrence
+        self.run_id = run_id
+        self.status = status
+        self.error = error
+        self.error_code = error_code
+        self.request_id = request_id  # the property below
+        self.attempts = attempts
+        self.polls = polls
+        self.poll_failures = poll_failures
+        self._sent = _seconds(sent_at)
+        self._submitted = _seconds(submitted_at)
+        self._finished = _seconds(finished_at)
+        self.run = run
+        self.journal_id = journal_id
+
+    @property
+    def key_text(self) -> str:
+        """Deprecated: the key as the journal writes it (``journal.encode_key(row.key)``)."""
+        warnings.warn(
+            "RowState.key_text is deprecated (the row no longer keeps it): use "
+            "plextera_data.journal.encode_key(row.key)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return encode_key(self.key)
+
+    @property
+    def request_id(self) -> str | None:
+        """The ``X-Request-Id`` of this row's last start (or the one an API error named)."""
+        value = self._request_id
+        return f"pxd_{value:032x}" if type(value) is int else value  # type: ignore[return-value]
+
+    @request_id.setter
+    def request_id(self, value: str | None) -> None:
+        # The library's own ids (``pxd_`` + 32 hex digits) are kept as their 128-bit number:
+        # half the bytes of the string, and a batch holds one per row.
+        if isinstance(value, str) and _OWN_REQUEST_ID.fullmatch(value):
+            self._request_id = int(value[4:], 16)
+        else:
+            self._request_id = value
+
+    @property
+    def sent_at(self) -> datetime | None:
+        """When the last start of this row left (client clock, UTC)."""
+        return _instant(self._sent)
+
+    @sent_at.setter
+    def sent_at(self, value: datetime | None) -> None:
+        self._sent = _seconds(value)
+
+    @property
+    def submitted_at(self) -> datetime | None:
+        """The ``createdAt`` of this row's run (UTC)."""
+        return _instant(self._submitted)
+
+    @submitted_at.setter
+    def submitted_at(self, value: datetime | None) -> None:
+        self._submitted = _seconds(value)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When this row's run ended: its ``completedAt`` (UTC), else when it was seen ended."""
+        return _instant(self._finished)
+
+    @finished_at.setter
+    def finished_at(self, value: datetime | None) -> None:
+        self._finished = _seconds(value)
+
+
+_OWN_REQUEST_ID = re.compile(r"pxd_[0-9a-f]{32}")
+
+
+def _seconds(value: datetime | None) -> float | None:
+    """An instant as POSIX seconds (a naive datetime is taken as UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def _instant(seconds: float | None) -> datetime | None:
+    """POSIX seconds back as an aware UTC datetime (exact to the microsecond)."""
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -150,11 +262,10 @@ class Ledger:
         self._by_run: dict[str, RowState] | None = None
         #: Rows accepted by the API, in the order they were (see :meth:`accepted_since`).
         self._accepted: list[RowState] = []
-        self._occurrences: Counter[str] = Counter()  # fingerprint -> next free occurrence
+        # fingerprint -> next free occurrence; counted when first needed (a row re-sent with new
+        # content), as a dict of every row's fingerprint is a large part of a row's memory.
+        self._occurrences: Counter[str] | None = None
         self._new_identity: set[int] = set()  # positions whose fingerprint the journal lacks
-        for row in rows:
-            if row.occurrence >= self._occurrences[row.fingerprint]:
-                self._occurrences[row.fingerprint] = row.occurrence + 1
         for row in rows:
             self._regroup(row)
 
@@ -222,17 +333,29 @@ class Ledger:
     def raw_runs(self, chunk: int = 500) -> Iterator[tuple[dict[str, Any], Any]]:
         """``(run JSON, row key)`` of every row's latest run, in input order, ``chunk`` rows at
         a time: finished runs read from the journal, the others from memory."""
+        for part in self.raw_run_chunks(chunk):
+            for _, raw, key in part:
+                yield raw, key
+
+    def raw_run_chunks(self, chunk: int = 500) -> Iterator[list[tuple[str, dict[str, Any], Any]]]:
+        """``(run id, run JSON, row key)`` of the latest runs of ``chunk`` rows at a time, in
+        input order: finished runs read from the journal, the others (running, as last seen)
+        from memory. Rows without a run, or whose run was not fetched yet, give none."""
         for start in range(0, len(self.rows), chunk):
             part = [r for r in self.rows[start : start + chunk] if r.run_id is not None]
             stored: dict[str, dict[str, Any]] = {}
             if self.journal is not None and self.journal_batch_id is not None:
                 wanted = [r.run_id for r in part if r.run is None and r.run_id is not None]
                 stored = dict(self.journal.final_runs(self.journal_batch_id, wanted))
+            found: list[tuple[str, dict[str, Any], Any]] = []
             for row in part:
+                assert row.run_id is not None
                 if row.run is not None:
-                    yield row.run.raw, row.key
+                    found.append((row.run_id, row.run.raw, row.key))
                 elif row.run_id in stored:
-                    yield stored[row.run_id], row.key
+                    found.append((row.run_id, stored[row.run_id], row.key))
+            if found:
+                yield found
 
     @property
     def row_keys(self) -> dict[str, Any]:
@@ -383,6 +506,11 @@ class Ledger:
         self.record_run(row, run, force_save=True)
 
     def _next_occurrence(self, fingerprint: str) -> int:
+        if self._occurrences is None:
+            self._occurrences = Counter()
+            for row in self.rows:
+                if row.occurrence >= self._occurrences[row.fingerprint]:
+                    self._occurrences[row.fingerprint] = row.occurrence + 1
         occurrence = self._occurrences[fingerprint]
         self._occurrences[fingerprint] = occurrence + 1
         return occurrence
@@ -495,7 +623,7 @@ class Ledger:
         if status != row.status:
             self._statuses[row.status] -= 1
             self._statuses[status] += 1
-            row.status = status
+            row.status = sys.intern(status)  # one string per status, not one per row
         row.error = error
         row.error_code = code
         self._regroup(row)
@@ -539,15 +667,14 @@ def restore(row: RowState, rec: JournalRow) -> None:
     row.fingerprint = rec.fingerprint
     row.occurrence = rec.occurrence
     row.run_id = rec.run_id
-    row.status = rec.status
+    row.status = sys.intern(rec.status)
     row.error = rec.error
-    row.error_code = rec.error_code
+    row.error_code = None if rec.error_code is None else sys.intern(rec.error_code)
     row.request_id = rec.request_id
     row.attempts = rec.attempts
     row.sent_at = rec.sent_at
     row.submitted_at = rec.submitted_at
     row.finished_at = rec.finished_at
-    row.key_text = rec.key_text
     if row.status == SUBMITTING:
         # A start was in flight when the last process stopped: its outcome is unknown.
         row.status = SUBMISSION_UNCERTAIN
@@ -573,7 +700,7 @@ class Opened:
     """
 
     ledger: Ledger
-    to_send: list[int]
+    to_send: Sequence[int]
     adopted: dict[Any, Any] = field(default_factory=dict)
 
 
@@ -603,15 +730,21 @@ def open_ledger(
     against what ``journal`` recorded: a row whose request was started already (same content,
     under its key or another, in any order) gets that start's state and is not sent again."""
     rows = [
-        RowState(key=key, position=i, fingerprint=fp, occurrence=occ)
+        # An integer key equal to the position is the same object: one int per row, not two.
+        RowState(
+            key=key,
+            position=key if type(key) is int and key == i else i,
+            fingerprint=fp,
+            occurrence=occ,
+        )
         for i, (key, fp, occ) in enumerate(
             zip(keys, fingerprints, _occurrences(fingerprints), strict=True)
         )
     ]
     if journal is None:
-        return Opened(Ledger(rows, index, workflow_id=workflow_id), list(range(len(rows))))
-    for row in rows:
-        row.key_text = encode_key(row.key)
+        return Opened(Ledger(rows, index, workflow_id=workflow_id), range(len(rows)))
+    # The keys as the journal writes them: needed while the rows are matched and recorded only.
+    key_texts = [encode_key(key) for key in keys]
     recorded = journal.load()
     if recorded is not None and recorded.workflow_id != workflow_id:
         if any(
@@ -629,7 +762,10 @@ def open_ledger(
         batch_id = journal.create_batch(workflow_id, options)
         ids = journal.add_rows(
             batch_id,
-            ((r.key_text, r.position, r.fingerprint, r.occurrence, 0, NOT_SUBMITTED) for r in rows),
+            (
+                (text, r.position, r.fingerprint, r.occurrence, 0, NOT_SUBMITTED)
+                for r, text in zip(rows, key_texts, strict=True)
+            ),
         )
         for row, row_id in zip(rows, ids, strict=True):
             row.journal_id = row_id
@@ -637,13 +773,14 @@ def open_ledger(
         ledger = Ledger(
             rows, index, workflow_id=workflow_id, journal=journal, journal_batch_id=batch_id
         )
-        return Opened(ledger, list(range(len(rows))))
+        return Opened(ledger, range(len(rows)))  # every row; a range holds no int per row
     journal.set_options(recorded.id, options)
-    return _reopen(rows, index, recorded, workflow_id=workflow_id, journal=journal)
+    return _reopen(rows, key_texts, index, recorded, workflow_id=workflow_id, journal=journal)
 
 
 def _reopen(
     rows: list[RowState],
+    key_texts: list[str],
     index: pd.Index,
     recorded: JournalBatch,
     *,
@@ -652,7 +789,7 @@ def _reopen(
 ) -> Opened:
     """Match a new frame's rows with the starts a journal recorded (see :func:`open_ledger`)."""
     generation = max((rec.generation for rec in recorded.rows), default=0) + 1
-    matches = _match(rows, recorded.rows)
+    matches = _match(rows, key_texts, recorded.rows)
     next_occurrence: Counter[str] = Counter()
     for rec in recorded.rows:
         next_occurrence[rec.fingerprint] = max(next_occurrence[rec.fingerprint], rec.occurrence + 1)
@@ -670,9 +807,8 @@ def _reopen(
             to_send.append(row.position)
             continue
         rec, how = match
-        fingerprint, key_text = row.fingerprint, row.key_text
+        fingerprint, key_text = row.fingerprint, key_texts[row.position]
         restore(row, rec)
-        row.key_text = key_text
         if how == "content" and rec.key_text != key_text:
             adopted[row.key] = rec.key
         if how == "key":  # same key, other content
@@ -689,7 +825,14 @@ def _reopen(
     ids = journal.add_rows(
         recorded.id,
         (
-            (r.key_text, r.position, r.fingerprint, r.occurrence, generation, NOT_SUBMITTED)
+            (
+                key_texts[r.position],
+                r.position,
+                r.fingerprint,
+                r.occurrence,
+                generation,
+                NOT_SUBMITTED,
+            )
             for r in new_rows
         ),
     )
@@ -700,7 +843,7 @@ def _reopen(
     others = [rec for rec in recorded.rows if rec.id not in claimed]
     journal.claim_rows(
         [
-            (r.journal_id, r.key_text, r.position, generation)
+            (r.journal_id, key_texts[r.position], r.position, generation)
             for r in rows
             if r.journal_id is not None and r.position not in new_positions
         ]
@@ -720,7 +863,9 @@ def _reopen(
     return Opened(ledger, to_send, adopted)
 
 
-def _match(rows: list[RowState], recorded: list[JournalRow]) -> dict[int, tuple[JournalRow, str]]:
+def _match(
+    rows: list[RowState], key_texts: list[str], recorded: list[JournalRow]
+) -> dict[int, tuple[JournalRow, str]]:
     """Pair new rows with recorded starts: same key and content first, then same content under
     any key (in order), then same key with other content. Values: ``(record, how)`` with
     ``how`` one of ``"same"``, ``"content"``, ``"key"``."""
@@ -728,7 +873,7 @@ def _match(rows: list[RowState], recorded: list[JournalRow]) -> dict[int, tuple[
     matches: dict[int, tuple[JournalRow, str]] = {}
     by_key_and_content = {(rec.key_text, rec.fingerprint): rec for rec in recorded}
     for row in rows:
-        rec = by_key_and_content.get((row.key_text, row.fingerprint))
+        rec = by_key_and_content.get((key_texts[row.position], row.fingerprint))
         if rec is not None and rec.id not in claimed:
             claimed.add(rec.id)
             matches[row.position] = (rec, "same")
@@ -753,7 +898,7 @@ def _match(rows: list[RowState], recorded: list[JournalRow]) -> dict[int, tuple[
     for row in rows:
         if row.position in matches:
             continue
-        rec = by_key.get(row.key_text)
+        rec = by_key.get(key_texts[row.position])
         if rec is not None and rec.id not in claimed:
             claimed.add(rec.id)
             matches[row.position] = (rec, "key")

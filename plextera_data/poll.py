@@ -48,7 +48,7 @@ import logging
 import random
 import warnings
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -200,18 +200,63 @@ def _kaplan_meier(
     return times.tolist(), np.cumprod(1.0 - 1.0 / at_risk).tolist()
 
 
-@dataclass(eq=False)  # hashed by identity: the model keys the runs it saw running by plan
+# Hashed by identity: the model keys the runs it saw running by plan. Slots, and no boundaries
+# dict until a step ends: the scheduler holds one plan per running row.
+@dataclass(eq=False, slots=True)
 class _RowPlan:
     """What the scheduler knows about one row's run between polls."""
 
     interval: float
-    boundaries: dict[int, float] = field(default_factory=dict)  # k -> seconds from start
+    boundaries: dict[int, float] | None = None  # k -> seconds from start
     last_k: int = 0
     overdue_polls: int = 0
     failures: int = 0
     observed: float | None = None  # elapsed time at which it was last seen running
     picked_at: float = 0.0  # scheduler clock
     age: float = 0.0  # run seconds since submission when picked up
+    deferred: bool = False  # its next heap entry is a decision, not a GET
+
+
+class _Plans:
+    """The plans of the scheduled rows by position, as a dict would hold them: a list as long
+    as the batch (8 bytes a row) instead of a dict of the running rows (about 50 bytes each
+    at 200,000 of them)."""
+
+    __slots__ = ("_count", "_slots")
+
+    def __init__(self, size: int) -> None:
+        self._slots: list[_RowPlan | None] = [None] * size
+        self._count = 0
+
+    def get(self, position: int) -> _RowPlan | None:
+        return self._slots[position]
+
+    def __contains__(self, position: int) -> bool:
+        return self._slots[position] is not None
+
+    def __getitem__(self, position: int) -> _RowPlan:
+        plan = self._slots[position]
+        if plan is None:
+            raise KeyError(position)
+        return plan
+
+    def __setitem__(self, position: int, plan: _RowPlan) -> None:
+        if self._slots[position] is None:
+            self._count += 1
+        self._slots[position] = plan
+
+    def pop(self, position: int, default: None = None) -> _RowPlan | None:
+        plan = self._slots[position]
+        if plan is not None:
+            self._slots[position] = None
+            self._count -= 1
+        return plan
+
+    def __len__(self) -> int:
+        return self._count
+
+    def values(self) -> list[_RowPlan]:
+        return [plan for plan in self._slots if plan is not None]
 
 
 class DurationModel:
@@ -276,7 +321,7 @@ class DurationModel:
             return
         self.durations.add(total)
         self._changes += 1
-        for k, t_k in plan.boundaries.items():
+        for k, t_k in (plan.boundaries or {}).items():
             if 0 < t_k <= total:
                 self.ratios.setdefault(k, SortedList()).add(t_k / total)
                 self._shares.pop(k, None)
@@ -288,7 +333,7 @@ class DurationModel:
     def predict_end(self, plan: _RowPlan, run: Run, elapsed: float) -> float | None:
         """Run seconds from start at which the run is expected to end (``None``: no idea)."""
         k, n = plan.last_k, run.steps_total
-        if k and n and k < n and k in plan.boundaries:
+        if k and n and k < n and plan.boundaries and k in plan.boundaries:
             ratio = self._share(k, n)
             return plan.boundaries[k] / ratio if ratio > 0 else None
         if k == 0 and n and n > 1 and len(self.first_boundaries) >= 3:
@@ -380,11 +425,10 @@ class Scheduler:
         self._rng = random.Random(settings.seed)
         self._heap: list[tuple[float, int, int]] = []  # (due, sequence, row position)
         self._seq = 0
-        self._plans: dict[int, _RowPlan] = {}
-        self._deferred: set[int] = set()  # rows whose next heap entry is a decision, not a GET
+        # The rows scheduled, by position (ledger.rows[position] is the row): their plans.
+        self._plans = _Plans(len(ledger.rows))
         self._picked = 0
         self._accepted_mark = 0  # how far the ledger's accepted rows were read
-        self._rows: dict[int, RowState] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -432,9 +476,10 @@ class Scheduler:
 
     def poll_now(self, row: RowState) -> None:
         """Poll ``row``'s run at once (an event said it ended, without what the tables need)."""
-        if row.position not in self._rows:
+        plan = self._plans.get(row.position)
+        if plan is None:
             return
-        self._deferred.discard(row.position)
+        plan.deferred = False
         self._seq += 1
         heapq.heappush(self._heap, (self._clock(), self._seq, row.position))
         self._wakeup.set()
@@ -443,8 +488,6 @@ class Scheduler:
         """Stop polling ``row``: its run ended, as ``run`` (from an event) shows; the batch
         learns its duration as if a poll had seen it."""
         plan = self._plans.pop(row.position, None)
-        self._rows.pop(row.position, None)
-        self._deferred.discard(row.position)
         if plan is not None:
             if plan.failures:
                 self._backing_off -= 1
@@ -459,37 +502,40 @@ class Scheduler:
     def pick_up(self) -> int:
         """Schedule the rows with a running run not yet known; returns how many. The first call
         reads every row; later ones only the rows the ledger accepted since."""
-        if self._accepted_mark == 0 and not self._rows:
+        if self._accepted_mark == 0 and not self._plans:
             candidates = self.ledger.pending_poll()
             _, self._accepted_mark = self.ledger.accepted_since(0)
         else:
             candidates, self._accepted_mark = self.ledger.accepted_since(self._accepted_mark)
         added = 0
+        # Read once for all the rows picked up now (one float object shared by their plans, not
+        # one each: the scheduler holds a plan per running row).
+        now, api_now = self._clock(), self._api_now()
+        backed_off = min(
+            self.settings.max_interval, self.settings.min_interval * self.settings.backoff
+        )
         for row in candidates:
-            if row.position in self._rows:
+            if row.position in self._plans:
                 continue
-            self._rows[row.position] = row
             plan = _RowPlan(interval=self.settings.min_interval)
             self._plans[row.position] = plan
             age = 0.0
             if row.submitted_at is not None:
-                age = max(0.0, (self._api_now() - row.submitted_at).total_seconds())
-            plan.picked_at, plan.age = self._clock(), age
+                age = max(0.0, (api_now - row.submitted_at).total_seconds())
+            plan.picked_at, plan.age = now, age
             if self.slack:  # with events: a poll only in case the run's event is lost
-                self._deferred.add(row.position)  # a decision, after the grace
+                plan.deferred = True  # a decision, after the grace
                 self._push(row, 0.0)
                 added += 1
                 continue
             first = self.model.predict_end(plan, row.run or Run(id=row.run_id, status=None), age)
             delay = (first - age + self.settings.finish_margin) if first else plan.interval - age
             if first is None:
-                plan.interval = min(
-                    self.settings.max_interval, plan.interval * self.settings.backoff
-                )
+                plan.interval = backed_off  # min_interval backed off once
                 # Nothing known yet: one row in _PROBE_EVERY is polled then; the others only
                 # decide then, from what the probes will have told.
                 if self._picked % _PROBE_EVERY:
-                    self._deferred.add(row.position)
+                    plan.deferred = True
             self._picked += 1
             self._push(row, min(self._jittered(max(0.0, delay)), self.settings.max_interval))
             added += 1
@@ -515,7 +561,7 @@ class Scheduler:
             or self.model.survival(elapsed) < self.model.overdue_share
         ):
             return None
-        self._deferred.add(row.position)
+        plan.deferred = True
         return self._backed_off(plan)
 
     def _backed_off(self, plan: _RowPlan) -> float:
@@ -557,6 +603,8 @@ class Scheduler:
         if k > plan.last_k and run.updated_at is not None and start is not None:
             t_k = (run.updated_at - start).total_seconds()
             if t_k > 0:
+                if plan.boundaries is None:
+                    plan.boundaries = {}
                 plan.boundaries[k] = t_k
                 plan.last_k = k
                 plan.overdue_polls = 0
@@ -604,10 +652,9 @@ class Scheduler:
             self.model.learn(plan, run)  # never scheduled again
             self.model.observe(plan, None)
             self._plans.pop(row.position, None)
-            self._rows.pop(row.position, None)
             return
         if self.slack:
-            self._deferred.add(row.position)  # polled once: decide again, later
+            plan.deferred = True  # polled once: decide again, later
             self._push(row, self._backed_off(plan))
         else:
             self._push(row, self.next_delay(row, plan, run))
@@ -697,7 +744,7 @@ class Scheduler:
                 if submitting and now >= next_scan:
                     self.pick_up()
                     next_scan = now + 0.1
-                if not self._rows and not self._tasks:
+                if not self._plans and not self._tasks:
                     if submitting:
                         assert submission is not None
                         await asyncio.wait({submission}, timeout=0.1)
@@ -709,12 +756,14 @@ class Scheduler:
                     return False
                 if self._heap and self._heap[0][0] <= now:
                     _, _, position = heapq.heappop(self._heap)
-                    row = self._rows.get(position)
-                    if row is None or is_terminal(row.status):
+                    plan = self._plans.get(position)
+                    if plan is None:
                         continue
-                    if position in self._deferred:
-                        self._deferred.discard(position)
-                        plan = self._plans[position]
+                    row = self.ledger.rows[position]
+                    if is_terminal(row.status):
+                        continue
+                    if plan.deferred:
+                        plan.deferred = False
                         if self.slack:
                             delay = self._event_recheck(row, plan)
                         else:

@@ -27,13 +27,15 @@ unreadable, over the 50 MB limit, an executable or script).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from array import array
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -52,6 +54,7 @@ from plextera_data.errors import InvalidInputError
 
 __all__ = [
     "FileRef",
+    "PlannedRequests",
     "RowRequest",
     "Upload",
     "as_frame",
@@ -62,7 +65,7 @@ __all__ = [
 ]
 
 #: Rows planned at a time (see :func:`plan_requests`).
-PLAN_CHUNK = 10_000
+PLAN_CHUNK = 2_000
 
 #: Rows listed in a pre-flight error message; the rest are counted.
 SHOWN_PROBLEMS = 5
@@ -309,6 +312,74 @@ class RowRequest:
         return {"body": self.body.with_values(filled)}
 
 
+class PlannedRequests(Sequence[RowRequest]):
+    """The planned requests of a frame's rows, in order, held compactly.
+
+    A chunk of plain JSON requests (no files, no uploads) keeps one ``bytes`` of all its bodies
+    and their end offsets; its :class:`RowRequest` objects are made when asked for. So a planned
+    million rows holds what will be sent (and each row's fingerprint), with no object per row.
+    Chunks with files or uploads keep their requests as they are.
+    """
+
+    def __init__(self) -> None:
+        #: Each row's fingerprint, in order (the strings the requests hold).
+        self.fingerprints: list[str] = []
+        # Per chunk of PLAN_CHUNK rows: (bodies, end offsets) or the requests themselves.
+        self._chunks: list[tuple[bytes, array[int]] | list[RowRequest] | None] = []
+
+    def extend(self, requests: list[RowRequest]) -> None:
+        """Add one chunk's requests (``PLAN_CHUNK`` of them, but the last chunk)."""
+        if self._chunks and len(self.fingerprints) % PLAN_CHUNK:
+            raise ValueError("only the last chunk of planned requests may be short")
+        self.fingerprints.extend(r.fingerprint for r in requests)
+        contents = [r.body.content for r in requests if not r.uploads]
+        if len(contents) == len(requests) and None not in contents:
+            plain: list[bytes] = contents  # type: ignore[assignment]
+            ends = array("Q", itertools.accumulate(map(len, plain)))
+            self._chunks.append((b"".join(plain), ends))
+        else:
+            self._chunks.append(list(requests))
+
+    def __len__(self) -> int:
+        return len(self.fingerprints)
+
+    @overload
+    def __getitem__(self, position: int) -> RowRequest: ...
+    @overload
+    def __getitem__(self, position: slice) -> list[RowRequest]: ...
+    def __getitem__(self, position: int | slice) -> RowRequest | list[RowRequest]:
+        if isinstance(position, slice):
+            return [self[i] for i in range(*position.indices(len(self)))]
+        if position < 0:
+            position += len(self)
+        if not 0 <= position < len(self):
+            raise IndexError(f"planned request {position} out of range")
+        chunk = self._chunks[position // PLAN_CHUNK]
+        if chunk is None:
+            raise LookupError(f"planned request {position} was taken already (see take())")
+        at = position % PLAN_CHUNK
+        if isinstance(chunk, list):
+            return chunk[at]
+        content, ends = chunk
+        start = ends[at - 1] if at else 0
+        body = RequestBody(content=content[start : ends[at]])
+        return RowRequest(self.fingerprints[position], body)
+
+    def take(self, positions: Iterable[int]) -> Iterator[tuple[int, RowRequest]]:
+        """``(position, request)`` for ascending ``positions``, each chunk let go once passed:
+        what a sender that sends each row once needs, without keeping what was sent."""
+        done = 0  # chunks before this one are let go
+        for position in positions:
+            current = position // PLAN_CHUNK
+            while done < current:
+                self._chunks[done] = None
+                done += 1
+            yield position, self[position]
+        while done < len(self._chunks):
+            self._chunks[done] = None
+            done += 1
+
+
 _CANONICAL = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
@@ -448,8 +519,9 @@ def plan_requests(
     files: Sequence[Any] | None = None,
     upload: Sequence[Any] | None = None,
     sep: str = ".",
-) -> list[RowRequest]:
-    """One :class:`RowRequest` per row of ``frame``, in order, after checking every row.
+) -> PlannedRequests:
+    """One :class:`RowRequest` per row of ``frame``, in order, after checking every row (a
+    :class:`PlannedRequests` sequence, compact however many rows).
 
     ``frame`` is a pandas DataFrame, a polars DataFrame or a pyarrow Table (see
     :func:`as_frame`). ``columns`` selects the columns sent (default: all); ``body(row)`` builds
@@ -468,7 +540,7 @@ def plan_requests(
     data_columns = [c for c in selected if c not in file_columns and c not in upload_columns]
     problems: list[Problem] = []
     cache: dict[str, FileRef] = {}
-    requests: list[RowRequest] = []
+    requests = PlannedRequests()
     # A chunk at a time: the rows' values and dicts live only while their chunk is encoded, so
     # planning a million rows keeps what will be sent, not every step on the way.
     for start in range(0, len(frame), PLAN_CHUNK):

@@ -31,8 +31,9 @@ journal is committed and ``CancelledError`` propagates.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Protocol
 
 from plextera_data.client import AsyncClient, new_request_id
 from plextera_data.clock import ApiClock
@@ -51,7 +52,7 @@ from plextera_data.retry import is_retryable_for_post
 from plextera_data.rows import RowRequest
 from plextera_data.uploads import Uploader, UploadFailedError
 
-__all__ = ["INTERRUPT_GRACE", "Sender", "batch_wide"]
+__all__ = ["INTERRUPT_GRACE", "Sender", "Targets", "batch_wide"]
 
 #: Seconds that starts already in flight get to finish after an interrupt.
 INTERRUPT_GRACE = 10.0
@@ -63,6 +64,15 @@ _UNCERTAIN_INTERRUPTED = (
     "Interrupted while this row's start was in flight; the run may or may not exist. Check in "
     "Plextera (request id {rid}), then batch.resubmit([key]) if it does not."
 )
+
+
+class Targets(Protocol):
+    """Rows to send with their planned requests: a list of pairs, or anything sized that
+    yields them (read once, in order)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[RowState, RowRequest]]: ...
 
 
 class Sender:
@@ -97,9 +107,7 @@ class Sender:
             self._uploader = Uploader(self.aclient, self.pacer, self.ledger.journal)
         return self._uploader
 
-    async def send(
-        self, targets: Sequence[tuple[RowState, RowRequest]], *, workers: int | None = None
-    ) -> None:
+    async def send(self, targets: Targets, *, workers: int | None = None) -> None:
         """Start the runs of ``targets`` with up to ``workers`` (default: the pacer's cap) at
         once; returns when every row is accepted or flagged."""
         pending: Iterator[tuple[RowState, RowRequest]] = iter(targets)

@@ -49,10 +49,10 @@ from plextera_data.batch import Batch, BodyFunction, PlanOptions
 from plextera_data.client import AsyncClient, Client
 from plextera_data.errors import JournalError, PlexteraError
 from plextera_data.journal import Journal
-from plextera_data.ledger import SUBMISSION_UNCERTAIN, open_ledger, resume_ledger
+from plextera_data.ledger import SUBMISSION_UNCERTAIN, RowState, open_ledger, resume_ledger
 from plextera_data.pacing import Pacer
 from plextera_data.retry import DEFAULT_RETRY_POLICY
-from plextera_data.rows import as_frame, plan_requests
+from plextera_data.rows import PlannedRequests, RowRequest, as_frame, plan_requests
 
 __all__ = ["MAX_ATTEMPTS", "SubmissionInterrupted", "resume", "submit", "submit_async"]
 
@@ -116,7 +116,7 @@ def _prepare(
     journal: str | os.PathLike[str] | Journal | None,
     concurrency: int,
     sep: str,
-) -> tuple[Batch, list[tuple[Any, Any]]]:
+) -> tuple[Batch, _Targets]:
     """Check everything, match the rows with the journal; returns the batch and the rows to
     send with their requests."""
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
@@ -139,7 +139,7 @@ def _prepare(
     )
     opened = open_ledger(
         frame.index.tolist(),
-        [r.fingerprint for r in requests],
+        requests.fingerprints,
         frame.index,
         workflow_id=workflow_id,
         journal=opened_journal,
@@ -162,8 +162,26 @@ def _prepare(
             UserWarning,
             stacklevel=3,
         )
-    targets = [(batch.rows[i], requests[i]) for i in opened.to_send]
-    return batch, targets
+    return batch, _Targets(batch.rows, requests, opened.to_send)
+
+
+class _Targets:
+    """The rows to send and their requests, each request made as the sender takes its row and
+    let go (with its chunk's bodies) once sent: submission never holds every body."""
+
+    def __init__(
+        self, rows: Sequence[RowState], requests: PlannedRequests, positions: Sequence[int]
+    ) -> None:
+        self._rows = rows
+        self._requests = requests
+        self._positions = positions
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def __iter__(self) -> Iterator[tuple[RowState, RowRequest]]:
+        for position, request in self._requests.take(self._positions):
+            yield self._rows[position], request
 
 
 # --------------------------------------------------------------------------- interrupts

@@ -116,7 +116,7 @@ def test_every_change_is_written_to_the_journal(tmp_path: Path) -> None:
         keys, ["fa", "fb"], pd.Index(keys), workflow_id="wf", journal=journal, options={}
     )
     book = opened.ledger
-    assert opened.to_send == [0, 1]
+    assert list(opened.to_send) == [0, 1]
     book.mark_sending(book.rows[0], "pxd_a", "fa")
     book.commit()
     on_disk = {r.key: r for r in journal.load().rows}  # type: ignore[union-attr]

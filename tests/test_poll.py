@@ -531,12 +531,12 @@ def test_with_nothing_learned_only_probe_rows_are_polled_at_first() -> None:
     scheduler._clock = lambda: clock[0]
     assert scheduler.pick_up() == 20
     # One row in ten is polled at min_interval; the others only decide then.
-    assert len(scheduler._deferred) == 18
+    assert sum(plan.deferred for plan in scheduler._plans.values()) == 18
     assert sorted(due for due, _, _ in scheduler._heap) == [2.0] * 20
     clock[0] = 2.0
     deferred = batch.rows[1]
-    assert deferred.position in scheduler._deferred
     plan = scheduler._plans[deferred.position]
+    assert plan.deferred
     # The probes told nothing (fewer than 3 finished runs): the row is polled now.
     assert scheduler.deferred_delay(deferred, plan) is None
     # They told that 3 of 30 runs ended within 2 s: the row waits as a polled one would.

@@ -108,6 +108,39 @@ def test_column_path_matches_element_path_for_every_dtype() -> None:
         assert request.json == reference_body(frame, position)
 
 
+def test_planned_requests_of_many_chunks_are_held_compactly_and_let_go_once_taken() -> None:
+    from plextera_data.rows import PLAN_CHUNK
+
+    n = PLAN_CHUNK * 2 + 7  # two full chunks and a short one
+    frame = pd.DataFrame({"n": range(n), "s": [f"v{i}" for i in range(n)]})
+    planned = plan_requests(frame, "wf")
+    assert len(planned) == n == len(planned.fingerprints)
+    assert planned[0].json == {"n": 0, "s": "v0"}
+    assert planned[-1].json == {"n": n - 1, "s": f"v{n - 1}"}
+    assert [r.json for r in planned[PLAN_CHUNK - 1 : PLAN_CHUNK + 1]] == [
+        {"n": PLAN_CHUNK - 1, "s": f"v{PLAN_CHUNK - 1}"},
+        {"n": PLAN_CHUNK, "s": f"v{PLAN_CHUNK}"},
+    ]
+    assert [r.fingerprint for r in planned] == planned.fingerprints
+    # What was planned is what is sent: the same bytes as a request planned on its own.
+    alone = plan_requests(frame.iloc[[PLAN_CHUNK + 3]], "wf")[0]
+    assert planned[PLAN_CHUNK + 3].body.content == alone.body.content
+    assert planned[PLAN_CHUNK + 3].fingerprint == alone.fingerprint
+    wanted = [1, PLAN_CHUNK + 5, 2 * PLAN_CHUNK + 6]
+    taken = planned.take(wanted)
+    assert next(taken)[1].json == {"n": 1, "s": "v1"}
+    position, request = next(taken)
+    assert (position, request.json) == (
+        PLAN_CHUNK + 5,
+        {"n": PLAN_CHUNK + 5, "s": f"v{PLAN_CHUNK + 5}"},
+    )
+    with pytest.raises(LookupError, match="taken"):
+        planned[0]  # the first chunk was let go once the sender passed it
+    assert [p for p, _ in taken] == [2 * PLAN_CHUNK + 6]
+    with pytest.raises(LookupError):
+        planned[PLAN_CHUNK]
+
+
 def test_dotted_names_nest_and_sep_can_change() -> None:
     frame = pd.DataFrame({"document.fileId": ["f1"], "document.meta.pages": [3], "top": [1]})
     (request,) = plan_requests(frame, "wf")
