@@ -45,7 +45,7 @@ from plextera_data.pacing import Pacer
 from plextera_data.poll import PollSettings, Scheduler
 from plextera_data.progress import PacingState, Snapshot, follow, open_progress
 from plextera_data.reconcile import Reconciliation, find
-from plextera_data.rows import RowRequest, plan_requests
+from plextera_data.rows import PlannedRequests, RowRequest, plan_requests
 from plextera_data.sending import Sender, Targets
 from plextera_data.tables import Tables
 
@@ -81,6 +81,18 @@ class PlanOptions:
     upload: Sequence[Any] | None = None
     sep: str = "."
     body_name: str | None = None
+
+    def requests(self, frame: pd.DataFrame, workflow_id: str) -> PlannedRequests:
+        """The planned request of every row of ``frame``, in its order (checked first)."""
+        return plan_requests(
+            frame,
+            workflow_id,
+            body=self.body,
+            columns=self.columns,
+            files=self.files,
+            upload=self.upload,
+            sep=self.sep,
+        )
 
 
 class Batch:
@@ -310,15 +322,15 @@ class Batch:
         rows were sent again."""
         resent: list[Any] = []
         pages = 0
+        last = Reconciliation()
         for _ in range(RECONCILE_ROUNDS):
             if not self.ledger.count(SUBMISSION_UNCERTAIN):
                 break
-            found = await self.reconcile_async()
-            resent += found.resent
-            pages += found.pages
-            if not found.resent:
+            last = await self.reconcile_async()
+            resent += last.resent
+            pages += last.pages
+            if not last.resent:
                 break
-        last = self.reconciliation or Reconciliation()
         self.reconciliation = Reconciliation(
             resent=resent, candidates=last.candidates, inconclusive=last.inconclusive, pages=pages
         )
@@ -653,15 +665,7 @@ class Batch:
                     "hold: call px.submit(df, workflow, body=..., journal=...) again and then "
                     "batch.resubmit(...)"
                 )
-            planned = plan_requests(
-                frame,
-                self.workflow_id,
-                body=plan.body,
-                columns=plan.columns,
-                files=plan.files,
-                upload=plan.upload,
-                sep=plan.sep,
-            )
+            planned = plan.requests(frame, self.workflow_id)
             return dict(zip(frame.index.tolist(), planned, strict=True))
         raise ValueError(
             "This batch was resumed from a journal and has no input frame: pass it, "

@@ -52,7 +52,7 @@ from plextera_data.journal import Journal
 from plextera_data.ledger import SUBMISSION_UNCERTAIN, RowState, open_ledger, resume_ledger
 from plextera_data.pacing import Pacer
 from plextera_data.retry import DEFAULT_RETRY_POLICY
-from plextera_data.rows import PlannedRequests, RowRequest, as_frame, plan_requests
+from plextera_data.rows import PlannedRequests, RowRequest, as_frame
 
 __all__ = ["MAX_ATTEMPTS", "SubmissionInterrupted", "resume", "submit", "submit_async"]
 
@@ -122,9 +122,6 @@ def _prepare(
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
     frame = as_frame(frame)
-    requests = plan_requests(
-        frame, workflow_id, body=body, columns=columns, files=files, upload=upload, sep=sep
-    )
     plan = PlanOptions(
         body=body,
         columns=columns,
@@ -133,6 +130,7 @@ def _prepare(
         sep=sep,
         body_name=None if body is None else getattr(body, "__qualname__", repr(body)),
     )
+    requests = plan.requests(frame, workflow_id)
     sync_client = _sync_client(client)
     opened_journal = (
         journal if journal is None or isinstance(journal, Journal) else Journal(journal)
