@@ -683,7 +683,7 @@ def test_a_missing_file_is_a_bad_row_found_by_the_pre_flight(
 
     from plextera_data import rows
 
-    submit = importlib.import_module("plextera_data.submit")  # px.submit is the function
+    batch = importlib.import_module("plextera_data.batch")  # PlanOptions.requests plans
     plans: list[int] = []
     real = rows.plan_requests
 
@@ -692,7 +692,7 @@ def test_a_missing_file_is_a_bad_row_found_by_the_pre_flight(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(rows, "plan_requests", counted)
-    monkeypatch.setattr(submit, "plan_requests", counted)
+    monkeypatch.setattr(batch, "plan_requests", counted)
     source = tmp_path / "claims.csv"
     source.write_text("claimId,state,document\nclaim-1,CT,missing.pdf\n", encoding="utf-8")
     argv = ["run", "incoming-claim", str(source), "--out", str(tmp_path / "out")]
