@@ -41,8 +41,7 @@ import pandas as pd
 import pyarrow as pa
 
 from plextera_data.models import (
-    RUN_SCALAR_FIELDS,
-    STEP_SCALAR_FIELDS,
+    RUN_PARTS,
     has_steps,
     run_id_of,
     run_parts,
@@ -105,33 +104,20 @@ _LEAF_CODES: dict[type, int] = {
 }
 
 # Where the collector's flat lists keep each value of a run / a step (see _Collector).
-_RUN_SCALARS = tuple(RUN_SCALAR_FIELDS.values())
 _RUN_LAYOUT = (
     # models.run_parts, in its order
-    "run_id",
-    "workflow_id",
-    "workflow_name",
-    "steps_completed",
-    "steps_total",
-    "error_code",
-    "error_message",
-    "steps",
-    "extra",
-    # the run model's scalar fields, by attribute, in the order of RUN_SCALAR_FIELDS
-    *RUN_SCALAR_FIELDS,
+    *RUN_PARTS,
     # the run's place in its tree (the positions of its root and parent, its depth: in
     # _Collector.places)
     "parent_step_id",
     "row_key",
 )
-# A step's kind: its id, name, type and status. The steps of a batch are of a few kinds (the
-# steps of its workflows, in a few statuses): each kind is kept once, each step its number
-# (values that compare equal, such as step ids 1 and 1.0, share a kind).
+# A step's kind: its id, name, type and status (the first of models.step_parts). The steps of a
+# batch are of a few kinds (the steps of its workflows, in a few statuses): each kind is kept
+# once, each step its number (values that compare equal, such as step ids 1 and 1.0, share a
+# kind).
 _KIND_LAYOUT = ("id", "name", "type", "status")
-_KIND_FIELDS = tuple(STEP_SCALAR_FIELDS[name] for name in _KIND_LAYOUT)
-_MESSAGE_FIELD = STEP_SCALAR_FIELDS["message"]
 _STEP_LAYOUT = ("message", "nested_run_count", "nested_runs_seen", "extra")
-_STEP_ID_FIELD = STEP_SCALAR_FIELDS["id"]
 _STEPS_PART = _RUN_LAYOUT.index("steps")
 # The extra_json key under which a step that is not an object is kept.
 _NOT_AN_OBJECT = "value"
@@ -359,8 +345,8 @@ class _Collector:
         root = position if root is None else root
         parts = run_parts(run)
         self.runs.extend(parts)
-        self.runs.extend(map(run.get, _RUN_SCALARS))
-        self.runs.extend((parent_step_id, row_key))
+        self.runs.append(parent_step_id)
+        self.runs.append(row_key)
         self.places.extend((root, parent, depth))
         for step_id, children in self._add_steps(parts[_STEPS_PART]):
             for child in children:
@@ -378,24 +364,22 @@ class _Collector:
         for step in steps:
             if type(step) is not dict and not isinstance(step, Mapping):
                 step = {} if step is None else {_NOT_AN_OBJECT: step}
-            kind = tuple(map(step.get, _KIND_FIELDS))
+            kind, message, output, count, children, extra = step_parts(step)
             try:
                 number = kinds.get(kind)
             except TypeError:  # a field holding an object: the kind keeps its JSON text
-                kind = tuple(map(_as_str, kind))
-                number = kinds.get(kind)
+                number = kinds.setdefault(tuple(map(_as_str, kind)), len(kinds))
             if number is None:
                 number = kinds[kind] = len(kinds)
             add_kind(number)
-            output, count, children, extra = step_parts(step)
-            add((step.get(_MESSAGE_FIELD), count, len(children), extra))
+            add((message, count, len(children), extra))
             if type(output) is dict and output:  # the common case, without a call
                 walk(output, 0)
             elif output is not None:
                 self._output(output)
             end(len(tags))
             if children:
-                nested.append((step.get(_STEP_ID_FIELD), children))
+                nested.append((kind[0], children))
         return nested
 
     def _expanded(self, child: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -519,7 +503,7 @@ class _Tree:
         first_step = np.cumsum(self.step_counts) - self.step_counts
         self.step_index = np.arange(len(self.step_run), dtype=np.int64)
         self.step_index -= first_step[self.step_run]
-        self.run_id = _str_array(runs["run_id"])  # text; its codes index a string dictionary
+        self.run_id = _str_array(runs["id"])  # text; its codes index a string dictionary
         root, parent, depth = np.frombuffer(places, dtype=np.int64).reshape(-1, 3).T
         self.root, self.parent, self.depth = root.copy(), parent.copy(), depth.copy()
         self.row_key = _row_key_array(runs["row_key"], row_key_type, self.run_id)
@@ -574,7 +558,7 @@ def _run_columns(tree: _Tree, runs: _Records) -> dict[str, pa.Array]:
         "computed_duration_ms": _int_array(runs["computed_duration_ms"]),
         "error_code": _str_array(runs["error_code"]),
         "error_message": _str_array(runs["error_message"]),
-        "extra_json": _extra_array(runs["extra"]),
+        "extra_json": _extra_array(runs["extras"]),
     }
 
 

@@ -7,7 +7,8 @@ JSON as received), missing fields become ``None``. The vendor's failed-event exa
 This module is the one place that knows the run JSON's field names. Code that reads raw runs
 without parsing them (:func:`~plextera_data.flatten.flatten`) goes through the accessors and field
 sets below: :func:`run_id_of`, :func:`workflow_id_of`, :func:`run_parts`, :func:`step_parts`,
-:func:`run_extras`, :func:`step_extras`, :data:`RUN_SCALAR_FIELDS`, :data:`STEP_SCALAR_FIELDS`.
+:func:`run_extras`, :func:`step_extras`, :data:`RUN_PARTS`, :data:`RUN_SCALAR_FIELDS`,
+:data:`STEP_SCALAR_FIELDS`.
 
 Parsing goes only as far as it is asked: :meth:`Run.from_dict` reads the run's own fields and
 leaves its steps as JSON until :attr:`Run.steps` is first read.
@@ -25,6 +26,7 @@ from typing import Any, Generic, TypeVar, overload
 
 __all__ = [
     "RUN_FIELDS",
+    "RUN_PARTS",
     "RUN_SCALAR_FIELDS",
     "STEP_FIELDS",
     "STEP_SCALAR_FIELDS",
@@ -179,10 +181,11 @@ _ERROR_FIELDS = SUBOBJECT_FIELDS[_ERROR]
 
 
 def run_parts(raw: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The parts of a run model beyond its scalar fields, as given (no conversion): ``(id,
-    workflow id, workflow name, steps completed, steps total, error code, error message, steps,
-    extras)``. ``steps`` is the list of step objects (``[]`` when the field is not a list);
-    ``extras`` what is not read (:func:`run_extras`)."""
+    """The fields of a run model as given (no conversion), in the order of :data:`RUN_PARTS`:
+    ``(id, workflow id, workflow name, steps completed, steps total, error code, error message,
+    steps, extras)`` and then the scalar fields of :data:`RUN_SCALAR_FIELDS`. ``steps`` is the
+    list of step objects (``[]`` when the field is not a list); ``extras`` what is not read
+    (:func:`run_extras`)."""
     # Written out for plain dicts (what json.loads gives): flatten reads every run through here.
     get = raw.get
     workflow, progress, error, steps = get(_WORKFLOW), get(_PROGRESS), get(_ERROR), get(_STEPS)
@@ -217,20 +220,55 @@ def run_parts(raw: Mapping[str, Any]) -> tuple[Any, ...]:
         error.get("message"),
         steps,
         None if whole else run_extras(raw),
+        get(_STATUS),
+        get(_CREATED_AT),
+        get(_UPDATED_AT),
+        get(_STARTED_AT),
+        get(_COMPLETED_AT),
+        get(_DURATION_MS),
+        get(_COMPUTED_DURATION_MS),
     )
 
+
+#: What :func:`run_parts` gives, by position.
+RUN_PARTS: tuple[str, ...] = (
+    "id",
+    "workflow_id",
+    "workflow_name",
+    "steps_completed",
+    "steps_total",
+    "error_code",
+    "error_message",
+    "steps",
+    "extras",
+    *RUN_SCALAR_FIELDS,
+)
+(
+    _STATUS,
+    _CREATED_AT,
+    _UPDATED_AT,
+    _STARTED_AT,
+    _COMPLETED_AT,
+    _DURATION_MS,
+    _COMPUTED_DURATION_MS,
+) = RUN_SCALAR_FIELDS.values()
 
 _NESTED_RUN_FIELDS = SUBOBJECT_FIELDS[_NESTED_RUNS]
 # Most steps start no nested run: they share this empty sequence (no list made per step).
 _NO_RUNS: tuple[()] = ()
 
 
-def step_parts(
-    step: Mapping[str, Any],
-) -> tuple[Any, Any, Sequence[Mapping[str, Any]], dict[str, Any] | None]:
-    """``(output, nested run count as declared, nested run objects listed, extras)`` of a step
-    object, as given; ``extras`` is what is not read (:func:`step_extras`)."""
-    nested = step.get(_NESTED_RUNS)
+StepParts = tuple[
+    tuple[Any, Any, Any, Any], Any, Any, Any, Sequence[Mapping[str, Any]], dict[str, Any] | None
+]
+
+
+def step_parts(step: Mapping[str, Any]) -> StepParts:
+    """``((id, name, type, status), message, output, nested run count as declared, nested run
+    objects listed, extras)`` of a step object, as given; ``extras`` is what is not read
+    (:func:`step_extras`)."""
+    get = step.get
+    nested = get(_NESTED_RUNS)
     if type(nested) is dict:  # as the API sends it: the rest of the tests are skipped
         read_whole = nested.keys() <= _NESTED_RUN_FIELDS
     else:
@@ -243,7 +281,17 @@ def step_parts(
         if type(items) is list and items
         else _NO_RUNS
     )
-    return step.get(_OUTPUT), nested.get("count"), children, extras
+    return (
+        (get(_STEP_ID), get(_STEP_NAME), get(_STEP_TYPE), get(_STEP_STATUS)),
+        get(_STEP_MESSAGE),
+        get(_OUTPUT),
+        nested.get("count"),
+        children,
+        extras,
+    )
+
+
+_STEP_ID, _STEP_NAME, _STEP_TYPE, _STEP_STATUS, _STEP_MESSAGE = STEP_SCALAR_FIELDS.values()
 
 
 def has_steps(raw: Mapping[str, Any]) -> bool:
@@ -380,14 +428,13 @@ class Step:
         an empty step whose ``raw`` is empty."""
         if not isinstance(data, Mapping):
             return cls(id=None, name=None, type=None, status=None, raw={})
-        output, count, children, _extras = step_parts(data)
-        get, fields = data.get, STEP_SCALAR_FIELDS
+        (step_id, name, kind, status), message, output, count, children, _ = step_parts(data)
         return cls(
-            id=_str_or_none(get(fields["id"])),
-            name=_str_or_none(get(fields["name"])),
-            type=_str_or_none(get(fields["type"])),
-            status=_str_or_none(get(fields["status"])),
-            message=_str_or_none(get(fields["message"])),
+            id=_str_or_none(step_id),
+            name=_str_or_none(name),
+            type=_str_or_none(kind),
+            status=_str_or_none(status),
+            message=_str_or_none(message),
             output=output,
             nested_run_count=_int_or_none(count),
             nested_runs=[Run.from_dict(child) for child in children],
@@ -424,21 +471,37 @@ class Run:
         """Parse a run model, an event's ``data``, or a whole event envelope (steps: on first
         access of :attr:`steps`)."""
         data = run_payload(data)
-        run_id, workflow_id, workflow_name, done, total, _code, _message, steps, _ = run_parts(data)
-        get, fields = data.get, RUN_SCALAR_FIELDS
+        (
+            run_id,
+            workflow_id,
+            workflow_name,
+            done,
+            total,
+            _code,
+            _message,
+            steps,
+            _extras,
+            status,
+            created,
+            updated,
+            started,
+            completed,
+            duration,
+            computed_duration,
+        ) = run_parts(data)
         return cls(
             id=_str_or_none(run_id),
-            status=_str_or_none(get(fields["status"])),
+            status=_str_or_none(status),
             workflow_id=_str_or_none(workflow_id),
             workflow_name=_str_or_none(workflow_name),
-            created_at=parse_timestamp(get(fields["created_at"])),
-            updated_at=parse_timestamp(get(fields["updated_at"])),
-            started_at=parse_timestamp(get(fields["started_at"])),
-            completed_at=parse_timestamp(get(fields["completed_at"])),
+            created_at=parse_timestamp(created),
+            updated_at=parse_timestamp(updated),
+            started_at=parse_timestamp(started),
+            completed_at=parse_timestamp(completed),
             steps_completed=_int_or_none(done),
             steps_total=_int_or_none(total),
-            duration_ms=_int_or_none(get(fields["duration_ms"])),
-            computed_duration_ms=_int_or_none(get(fields["computed_duration_ms"])),
+            duration_ms=_int_or_none(duration),
+            computed_duration_ms=_int_or_none(computed_duration),
             error=RunError.from_dict(data.get(_ERROR)),
             steps=_Raw(steps),
             raw=dict(data),

@@ -13,6 +13,7 @@ from vendor_examples import VENDOR_COMPLETED, VENDOR_FAILED_EVENT
 from plextera_data import models
 from plextera_data.models import (
     RUN_FIELDS,
+    RUN_PARTS,
     STEP_FIELDS,
     Run,
     RunError,
@@ -162,7 +163,7 @@ def test_run_and_workflow_ids_in_both_spellings() -> None:
 
 def test_run_parts_reads_the_sub_objects_as_given() -> None:
     parts = run_parts(VENDOR_FAILED_EVENT["data"])
-    run_id, workflow_id, name, done, total, code, message, steps, extras = parts
+    run_id, workflow_id, name, done, total, code, message, steps, extras = parts[:9]
     assert (run_id, workflow_id, name) == (
         "69d224901610662a576cd7e6",
         "daily-correspondence-loader",
@@ -189,17 +190,24 @@ def test_extras_hold_what_is_not_read() -> None:
         "progress": "half",
         "steps": {"not": "a list"},
     }
-    assert run_parts(raw)[-1] == run_extras(raw)
-    assert run_parts(raw)[7] == []
+    assert run_parts(raw)[RUN_PARTS.index("extras")] == run_extras(raw)
+    assert run_parts(raw)[RUN_PARTS.index("steps")] == []
     assert run_extras({"id": "r", "workflow": {"id": "w"}, "steps": []}) is None
     step = {"id": "s", "retries": 2, "nestedRuns": {"count": 0, "data": [], "cursor": "c"}}
     assert step_extras(step) == {"retries": 2, "nestedRuns": {"cursor": "c"}}
-    assert step_parts(step) == (None, 0, (), {"retries": 2, "nestedRuns": {"cursor": "c"}})
+    assert step_parts(step) == (
+        ("s", None, None, None),
+        None,
+        None,
+        0,
+        (),
+        {"retries": 2, "nestedRuns": {"cursor": "c"}},
+    )
 
 
 def test_step_parts_lists_the_nested_run_objects() -> None:
     step = {"output": [1], "nestedRuns": {"count": 3, "data": [{"id": "c"}, None, "x"]}}
-    output, count, children, extras = step_parts(step)
+    _kind, _message, output, count, children, extras = step_parts(step)
     assert (output, count, list(children), extras) == ([1], 3, [{"id": "c"}], None)
     assert has_steps({"steps": [None, {"id": "s"}]})
     assert not has_steps({"steps": [None]})
