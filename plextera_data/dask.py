@@ -65,12 +65,13 @@ import pyarrow.parquet as pq
 from plextera_data import errors
 from plextera_data._loop import run_sync
 from plextera_data._version import __version__
+from plextera_data.batch import PlanOptions
 from plextera_data.client import AsyncClient
 from plextera_data.flatten import flatten
 from plextera_data.ledger import SUBMISSION_UNCERTAIN
 from plextera_data.progress import FailureGroup, PacingState, Snapshot, open_progress
 from plextera_data.retry import DEFAULT_RETRY_POLICY, RetryPolicy, parse_retry_after
-from plextera_data.rows import as_frame, plan_requests
+from plextera_data.rows import as_frame
 from plextera_data.submit import submit as submit_frame
 from plextera_data.tables import Tables, schema_for
 
@@ -122,23 +123,11 @@ class _Plan:
     """How rows become requests (``px.submit``'s arguments), sent to every partition."""
 
     workflow_id: str
-    body: Callable[[pd.Series], Mapping[str, Any]] | None = None
-    columns: Sequence[Any] | None = None
-    files: Sequence[Any] | None = None
-    upload: Sequence[Any] | None = None
-    sep: str = "."
+    options: PlanOptions
 
     def check(self, frame: pd.DataFrame) -> None:
         """Plan ``frame``'s requests, raising what ``px.submit`` would raise before sending."""
-        plan_requests(
-            frame,
-            self.workflow_id,
-            body=self.body,
-            columns=self.columns,
-            files=self.files,
-            upload=self.upload,
-            sep=self.sep,
-        )
+        self.options.requests(frame, self.workflow_id)
 
 
 class _ClientOptions:
@@ -879,21 +868,21 @@ def _submit_partition(
     transport = _LimitedTransport(inner, limit, sent)
     aclient = AsyncClient(**spec.client_options.values, transport=transport)
     transport.policy = aclient.retry  # a 429's Retry-After is capped as the client caps it
-    plan = spec.plan
+    plan, options = spec.plan, spec.plan.options
     try:
         batch = submit_frame(
             frame,
             plan.workflow_id,
             client=aclient,
-            body=plan.body,
-            columns=plan.columns,
-            files=plan.files,
-            upload=plan.upload,
+            body=options.body,
+            columns=options.columns,
+            files=options.files,
+            upload=options.upload,
             journal=journal,
             concurrency=spec.concurrency,
             progress=reporter,
             wait=True,
-            sep=plan.sep,
+            sep=options.sep,
         )
         _send_the_unsent(batch, sent, reporter)
         return batch
@@ -1272,7 +1261,7 @@ def submit(
     options = _ClientOptions(client_options)
     _check_arguments(ddf, workflow_id, max_in_flight, concurrency, options)
     cluster = dask_client if dask_client is not None else distributed.get_client()
-    plan = _Plan(workflow_id, body, columns, files, upload, sep)
+    plan = _Plan(workflow_id, PlanOptions(body, columns, files, upload, sep))
     parts = ddf.to_delayed()
     checked = _preflight(cluster, parts, plan, bool(ddf.known_divisions))
     journals = Path(journal_dir).resolve()  # the workers' working directory may differ
