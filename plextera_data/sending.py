@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Protocol
 
+from plextera_data.bodies import RequestBody
 from plextera_data.client import AsyncClient, new_request_id
 from plextera_data.clock import ApiClock
 from plextera_data.errors import (
@@ -166,11 +167,11 @@ class Sender:
             except UploadFailedError as exc:
                 self.ledger.refuse(row, exc.cause, message=str(exc))
                 return
-        kwargs = request.start_kwargs(file_ids)
+        body: RequestBody = request.start_kwargs(file_ids)["body"]
         retries = free = 0
         accepted_before = self.accepted
         while True:
-            error = await self._attempt(row, request, request_id, kwargs)
+            error = await self._attempt(row, request, request_id, body)
             if error is None:
                 return
             if (
@@ -188,7 +189,7 @@ class Sender:
             await asyncio.sleep(wait)  # even 0: the other starts in line go first
 
     async def _attempt(
-        self, row: RowState, request: RowRequest, request_id: str, kwargs: dict[str, object]
+        self, row: RowState, request: RowRequest, request_id: str, body: RequestBody
     ) -> APIError | InvalidInputError | None:
         """One POST. Returns ``None`` when the row is accepted, else the error it met."""
         await self.pacer.acquire()
@@ -197,11 +198,8 @@ class Sender:
             self.ledger.mark_sending(row, request_id, request.fingerprint)
             await self.ledger.flush()  # the SUBMITTING mark is on disk before the POST leaves
             try:
-                run = await self.aclient.start_run(
-                    self.workflow_id,
-                    request_id=request_id,
-                    retry=False,
-                    **kwargs,  # type: ignore[arg-type]
+                run = await self.aclient.start_run_head(
+                    self.workflow_id, body=body, request_id=request_id, retry=False
                 )
             except (APIError, InvalidInputError) as exc:
                 return exc
