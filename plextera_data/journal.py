@@ -12,11 +12,13 @@ at once, so a killed process loses nothing committed; only an OS crash or power 
 the last commits, never corrupt the file: pass ``Journal(path, synchronous="FULL")`` to fsync
 every commit, at about 5 ms each, see docs/guide/journal.md).
 A row is marked ``SUBMITTING`` (with the
-``X-Request-Id`` it will send) and committed *before* its POST leaves, and the run id is committed
-before the row counts as submitted; commits of starts that complete in the same event-loop tick
-are grouped into one (:meth:`Journal.flush`). So a process killed at any instant leaves either
-no trace of a row's start (it was never sent), a ``SUBMITTING`` row (it may or may not have a
-run: resume reports it as ``SUBMISSION_UNCERTAIN``), or the run id.
+``X-Request-Id`` it will send) and committed *before* its POST leaves: with ``NORMAL`` each start
+commits its mark at once (with every write made so far), with ``FULL`` the marks of one event-loop
+turn share one commit (:meth:`Journal.flush`). The run id of an accepted start is committed with
+the next commit, at the latest at the loop's next turn. So a process killed at any instant leaves
+either no trace of a row's start (it was never sent), a ``SUBMITTING`` row (it may or may not have
+a run: resume reports it as ``SUBMISSION_UNCERTAIN``), or the run id. Row writes wait in a queue
+and are written just before the commit, one ``executemany`` per kind of write.
 
 The API key is never written: the journal holds no client settings at all.
 """
@@ -286,6 +288,7 @@ class Journal:
         # them at once, beside the commit, instead of one call each while HTTP work runs.
         self._queued: dict[int, tuple[str, tuple[Any, ...]]] = {}
         self._commit_handle: asyncio.Handle | None = None
+        self._commit_loop: asyncio.AbstractEventLoop | None = None  # where that handle runs
         self._attempts = 0  # commits tried with writes pending
         self._failure: tuple[int, str] | None = None  # the last failed attempt, its message
         self.commits = 0
@@ -566,9 +569,6 @@ class Journal:
     def commit(self) -> None:
         """Commit the writes made so far, now."""
         with self._lock:
-            if self._commit_handle is not None:
-                self._commit_handle.cancel()
-                self._commit_handle = None
             if not self._dirty:
                 return
             self._attempts += 1
@@ -589,8 +589,10 @@ class Journal:
         except RuntimeError:
             self.commit()
             return
-        if self._commit_handle is None:
+        # One callback per loop turn at most; one left by a commit made since does nothing.
+        if self._commit_handle is None or self._commit_loop is not loop:
             self._commit_handle = loop.call_soon(self._commit_quietly)
+            self._commit_loop = loop
 
     def _commit_quietly(self) -> None:
         self._commit_handle = None
@@ -603,11 +605,11 @@ class Journal:
         """Commit the writes made so far; when it returns, they are committed.
 
         With ``synchronous`` OFF or NORMAL (the default) a commit hands the writes to the
-        operating system without waiting for the disk (about 30 µs): it is made at once. Waiting
-        a loop turn so that other writers share it costs more than it saves: the caller's
-        request would leave a turn later, and each such turn is CPU spent per request (measured
-        with ``bench/bench_submit.py``: one turn per start cost about 9 % of the CPU a start
-        takes). With FULL or EXTRA, a commit waits for the disk (an fsync, milliseconds): the
+        operating system without waiting for the disk (tens of microseconds): it is made at
+        once. Waiting a loop turn so that other writers share it costs more than it saves: the
+        caller's request would leave a turn later, and such a turn per start costs the client
+        more CPU than the commit (measured with ``bench/bench_submit.py``). With FULL or EXTRA,
+        a commit waits for the disk (an fsync, milliseconds): the
         caller yields one turn, so that every writer of that turn shares one commit, which is
         made unless a commit was tried meanwhile (that one held the caller's writes). A failed
         commit raises :class:`JournalError` in every caller whose writes it held."""

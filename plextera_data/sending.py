@@ -5,8 +5,10 @@ the batch's shared :class:`~plextera_data.pacing.Pacer`, and tells the
 :class:`~plextera_data.ledger.Ledger` what happened to each:
 
 * before a POST leaves, the row is marked ``SUBMITTING`` (with its ``X-Request-Id``) and, with a
-  journal, that mark is committed;
-* an answer with a run id is accepted (committed at the loop's next turn);
+  journal, that mark is committed (at once: no loop turn is waited before the POST, see
+  :meth:`Journal.flush <plextera_data.journal.Journal.flush>`);
+* an answer with a run id is accepted (committed with the next commit, at the latest at the
+  loop's next turn), read no further than its id, status and ``createdAt``;
 * a start that cannot have created a run (a 429, a connection that was never opened) is sent
   again, as the client's :class:`~plextera_data.retry.RetryPolicy` allows: the same count
   (``max_retries``) and waits (``Retry-After``, else backoff). A 429 pauses every request of
