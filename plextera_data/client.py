@@ -415,7 +415,12 @@ class AsyncClient:
                 timeout=self._timeout,
                 limits=self._limits,
                 transport=self._transport,
-                headers={"User-Agent": self._user_agent, "Accept": "application/json"},
+                # The key is set once per client: per-request headers cost httpx time each.
+                headers={
+                    "User-Agent": self._user_agent,
+                    "Accept": "application/json",
+                    "Authorization": f"api-key {self._key()}",
+                },
                 follow_redirects=False,
             )
             self._clients[loop] = http
@@ -450,7 +455,7 @@ class AsyncClient:
         """Send one request and return its JSON object, or raise the matching error."""
         key = self._key()
         http = self._http()
-        headers = {"Authorization": f"api-key {key}", "X-Request-Id": request_id}
+        headers = {"X-Request-Id": request_id}  # and the client's (key, agent, accept)
         url = self._urls.get(path) or self._base_url + path
         logger.debug("%s %s (request id %s)", method, path, request_id)
         try:

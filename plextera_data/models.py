@@ -509,7 +509,7 @@ class Run:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunHead:
     """A run answer read only as far as a start needs: the run's id, status and ``createdAt``.
 
