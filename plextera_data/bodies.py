@@ -75,6 +75,7 @@ from plextera_data.errors import InvalidInputError, PlexteraError
 __all__ = [
     "EXECUTABLE_MAGIC",
     "EXECUTABLE_SUFFIXES",
+    "JSON_CONTENT_TYPE",
     "MAX_FILE_BYTES",
     "FieldPart",
     "FileInput",
@@ -87,6 +88,9 @@ __all__ = [
     "field_part",
     "to_json_value",
 ]
+
+#: The ``Content-Type`` of a JSON body.
+JSON_CONTENT_TYPE = "application/json"
 
 #: The File Service's documented limit, 50 MB, read as 50,000,000 bytes (as the simulator does).
 MAX_FILE_BYTES = 50_000_000
@@ -570,7 +574,7 @@ class RequestBody:
     def sent(self) -> Iterator[dict[str, Any]]:
         """Keyword arguments for one ``httpx`` request; file paths stay open for its length."""
         if not self.is_multipart:
-            yield {"content": self.content, "headers": {"Content-Type": "application/json"}}
+            yield {"content": self.content, "headers": {"Content-Type": JSON_CONTENT_TYPE}}
             return
         with contextlib.ExitStack() as stack:
             parts: list[tuple[str, tuple[str | None, Any, str | None]]] = [

@@ -41,7 +41,6 @@ import os
 import platform
 import re
 import time
-import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,8 +53,15 @@ import httpx
 from plextera_data import errors
 from plextera_data._loop import run_sync
 from plextera_data._version import __version__
-from plextera_data.bodies import FileInput, FileRef, RequestBody, Unsendable, check_file
-from plextera_data.models import File, Run
+from plextera_data.bodies import (
+    JSON_CONTENT_TYPE,
+    FileInput,
+    FileRef,
+    RequestBody,
+    Unsendable,
+    check_file,
+)
+from plextera_data.models import File, Run, RunHead
 from plextera_data.retry import (
     DEFAULT_RETRY_POLICY,
     RetryPolicy,
@@ -120,8 +126,8 @@ def _install_log_filter() -> None:
 
 
 def new_request_id() -> str:
-    """A fresh client-side request id: ``pxd_`` followed by 32 hex digits."""
-    return "pxd_" + uuid.uuid4().hex
+    """A fresh client-side request id: ``pxd_`` followed by 32 hex digits (128 random bits)."""
+    return "pxd_" + os.urandom(16).hex()
 
 
 def encode_path_segment(value: str, what: str = "id") -> str:
@@ -365,6 +371,8 @@ class AsyncClient:
         self._sleep: SleepFunction = sleep if sleep is not None else asyncio.sleep
         self._clock = clock if clock is not None else time.monotonic
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._start_paths: dict[str, str] = {}  # workflow id -> its start path, encoded
+        self._urls: dict[str, httpx.URL] = {}  # start path -> its URL, parsed once
         self._closed = False
         #: The API's seconds per second of this client's clock (see the class docstring).
         self.clock_rate = float(clock_rate)
@@ -407,7 +415,12 @@ class AsyncClient:
                 timeout=self._timeout,
                 limits=self._limits,
                 transport=self._transport,
-                headers={"User-Agent": self._user_agent, "Accept": "application/json"},
+                # The key is set once per client: per-request headers cost httpx time each.
+                headers={
+                    "User-Agent": self._user_agent,
+                    "Accept": "application/json",
+                    "Authorization": f"api-key {self._key()}",
+                },
                 follow_redirects=False,
             )
             self._clients[loop] = http
@@ -441,14 +454,18 @@ class AsyncClient:
     ) -> dict[str, Any]:
         """Send one request and return its JSON object, or raise the matching error."""
         key = self._key()
-        redact = _Redactor(key)
         http = self._http()
-        headers = {"Authorization": f"api-key {key}", "X-Request-Id": request_id}
-        url = self._base_url + path
+        headers = {"X-Request-Id": request_id}  # and the client's (key, agent, accept)
+        url = self._urls.get(path) or self._base_url + path
         logger.debug("%s %s (request id %s)", method, path, request_id)
         try:
             if body is None:
                 response = await http.request(method, url, headers=headers, params=params)
+            elif body.content is not None:  # a JSON body: nothing to open, no context needed
+                headers["Content-Type"] = JSON_CONTENT_TYPE
+                response = await http.request(
+                    method, url, headers=headers, params=params, content=body.content
+                )
             else:
                 with body.sent() as sent:
                     headers.update(sent.pop("headers", {}))
@@ -456,6 +473,7 @@ class AsyncClient:
                         method, url, headers=headers, params=params, **sent
                     )
         except httpx.TimeoutException as exc:
+            redact = _Redactor(key)
             not_sent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
             raise errors.APITimeoutError(
                 redact.text(f"No answer in time ({type(exc).__name__}: {exc or 'timed out'})"),
@@ -465,6 +483,7 @@ class AsyncClient:
                 request_sent=not not_sent,
             ) from _safe_cause(exc, redact)
         except httpx.TransportError as exc:
+            redact = _Redactor(key)
             not_sent = isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol)
             what = "Could not connect" if not_sent else "The connection failed"
             raise errors.APIConnectionError(
@@ -474,7 +493,7 @@ class AsyncClient:
                 request_id=request_id,
                 request_sent=not not_sent,
             ) from _safe_cause(exc, redact)
-        return self._read(response, method, path, request_id, redact)
+        return self._read(response, method, path, request_id, key)
 
     async def _call(
         self,
@@ -501,18 +520,21 @@ class AsyncClient:
         method: str,
         path: str,
         request_id: str,
-        redact: _Redactor,
+        key: str,
     ) -> dict[str, Any]:
-        echoed = response.headers.get("x-request-id") or request_id
         if response.status_code == 204:  # No Content (a DELETE): nothing to read
             return {}
         try:
             body: Any = response.json()
         except ValueError:
-            body = None
-            text = redact.text(response.text[:500])
+            body, parsed = None, False
         else:
-            text = ""
+            if type(body) is dict and response.is_success:
+                return body  # the common case: nothing to redact, no request id to echo
+            parsed = True
+        redact = _Redactor(key)
+        echoed = response.headers.get("x-request-id") or request_id
+        text = "" if parsed else redact.text(response.text[:500])
         if response.is_success:
             if not isinstance(body, dict):
                 shown = text or redact.text(jsonlib.dumps(body)[:500])
@@ -590,6 +612,38 @@ class AsyncClient:
         prepared = _start_body(json, fields, files, body)
         return await self._start(workflow_id, prepared, request_id, retry, should_retry)
 
+    async def start_run_head(
+        self,
+        workflow_id: str,
+        *,
+        body: RequestBody,
+        request_id: str | None = None,
+        retry: bool = True,
+    ) -> RunHead:
+        """:meth:`start_run` of a prepared ``body`` (``RowRequest.start_kwargs()``), its answer
+        read only as far as a :class:`~plextera_data.models.RunHead` goes: the run's id, status
+        and ``createdAt`` (``head.raw`` holds the rest, ``head.run()`` parses it). What a sender
+        of many starts needs; retried as :meth:`start_run` is."""
+        prepared = _start_body(None, None, None, body)
+        path = self._start_path(workflow_id)
+        if retry:
+            data = await self._create(
+                path, prepared, request_id, retry=True, should_retry=is_retryable_for_post
+            )
+        else:  # one attempt: straight to _send (each await between here and httpx costs)
+            data = await self._send("POST", path, request_id or new_request_id(), body=prepared)
+        return RunHead.from_dict(data)
+
+    def _start_path(self, workflow_id: str) -> str:
+        """``/workflows/{id}/runs``, encoded once per workflow id."""
+        path = self._start_paths.get(workflow_id)
+        if path is None:
+            path = f"/workflows/{encode_path_segment(workflow_id, 'workflow id')}/runs"
+            if len(self._start_paths) < 64:
+                self._start_paths[workflow_id] = path
+                self._urls[path] = httpx.URL(self._base_url + path)
+        return path
+
     async def _start(
         self,
         workflow_id: str,
@@ -598,7 +652,7 @@ class AsyncClient:
         retry: bool,
         should_retry: Callable[[BaseException], bool],
     ) -> Run:
-        path = f"/workflows/{encode_path_segment(workflow_id, 'workflow id')}/runs"
+        path = self._start_path(workflow_id)
         data = await self._create(path, body, request_id, retry=retry, should_retry=should_retry)
         return Run.from_dict(data)
 

@@ -12,11 +12,13 @@ at once, so a killed process loses nothing committed; only an OS crash or power 
 the last commits, never corrupt the file: pass ``Journal(path, synchronous="FULL")`` to fsync
 every commit, at about 5 ms each, see docs/guide/journal.md).
 A row is marked ``SUBMITTING`` (with the
-``X-Request-Id`` it will send) and committed *before* its POST leaves, and the run id is committed
-before the row counts as submitted; commits of starts that complete in the same event-loop tick
-are grouped into one (:meth:`Journal.flush`). So a process killed at any instant leaves either
-no trace of a row's start (it was never sent), a ``SUBMITTING`` row (it may or may not have a
-run: resume reports it as ``SUBMISSION_UNCERTAIN``), or the run id.
+``X-Request-Id`` it will send) and committed *before* its POST leaves: with ``NORMAL`` each start
+commits its mark at once (with every write made so far), with ``FULL`` the marks of one event-loop
+turn share one commit (:meth:`Journal.flush`). The run id of an accepted start is committed with
+the next commit, at the latest at the loop's next turn. So a process killed at any instant leaves
+either no trace of a row's start (it was never sent), a ``SUBMITTING`` row (it may or may not have
+a run: resume reports it as ``SUBMISSION_UNCERTAIN``), or the run id. Row writes wait in a queue
+and are written just before the commit, one ``executemany`` per kind of write.
 
 The API key is never written: the journal holds no client settings at all.
 """
@@ -130,6 +132,17 @@ _UPDATE_ROW = (
     "UPDATE rows SET run_id = ?, status = ?, error = ?, error_code = ?, request_id = ?, "
     "attempts = ?, sent_at = ?, submitted_at = ?, finished_at = ?"
 )
+_UPDATE_ROW_BY_ID = _UPDATE_ROW + " WHERE id = ?"
+#: A row whose start leaves now (see :meth:`Journal.save_start`).
+_UPDATE_START = (
+    "UPDATE rows SET status = ?, request_id = ?, attempts = ?, sent_at = ?, run_id = NULL, "
+    "error = NULL, error_code = NULL, submitted_at = NULL, finished_at = NULL WHERE id = ?"
+)
+#: A row whose start was accepted (see :meth:`Journal.save_accepted`).
+_UPDATE_ACCEPTED = (
+    "UPDATE rows SET run_id = ?, status = ?, submitted_at = ?, error = NULL, error_code = NULL "
+    "WHERE id = ?"
+)
 
 
 # --------------------------------------------------------------------------- row keys
@@ -158,10 +171,14 @@ def _tag(key: Any) -> Any:
     return {"repr": repr(key)}
 
 
+_KEY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_key(key: Any) -> str:
     """A row key (index value) as canonical JSON text; round-trips ints, floats, strings, bools,
     timestamps, dates, timedeltas and tuples (MultiIndex); other types are kept as their repr."""
-    return json.dumps(_tag(key), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # One encoder for every key: json.dumps with options makes a new one per call.
+    return _KEY_JSON.encode(_tag(key))
 
 
 def _untag(value: Any) -> Any:
@@ -241,7 +258,7 @@ class Journal:
     """A batch's SQLite journal; one connection, used from one thread (the batch's loop).
 
     ``Journal(path)`` opens or creates the file. Writes are plain method calls inside an open
-    transaction; :meth:`flush` (async) commits them, grouping the writers of one loop tick;
+    transaction; :meth:`flush` (async) commits them, grouping the writers of one loop turn;
     :meth:`commit_soon` schedules a commit without waiting; :meth:`commit` commits now.
     """
 
@@ -265,8 +282,15 @@ class Journal:
             ) from exc
         self._lock = threading.RLock()
         self._dirty = False
-        self._flush_future: asyncio.Future[None] | None = None
+        # Whether writers awaiting flush() share a commit per loop turn (see flush()).
+        self._group_commits = synchronous.upper() in ("FULL", "EXTRA")
+        # Row writes waiting for the next commit, by row id: (statement, values). SQLite does
+        # them at once, beside the commit, instead of one call each while HTTP work runs.
+        self._queued: dict[int, tuple[str, tuple[Any, ...]]] = {}
         self._commit_handle: asyncio.Handle | None = None
+        self._commit_loop: asyncio.AbstractEventLoop | None = None  # where that handle runs
+        self._attempts = 0  # commits tried with writes pending
+        self._failure: tuple[int, str] | None = None  # the last failed attempt, its message
         self.commits = 0
 
     def __repr__(self) -> str:
@@ -293,6 +317,7 @@ class Journal:
     def load(self) -> JournalBatch | None:
         """The batch recorded in this journal, or ``None`` for a new journal."""
         with self._lock:
+            self._write_queued()  # a reader of this connection sees its own writes
             head = self._conn.execute(
                 "SELECT id, workflow_id, created_at, options FROM batches ORDER BY id DESC LIMIT 1"
             ).fetchone()
@@ -453,13 +478,37 @@ class Journal:
         )
         with self._lock:
             if identity is None:
-                self._conn.execute(_UPDATE_ROW + " WHERE id = ?", (*values, row_id))
-            else:
-                self._conn.execute(
-                    _UPDATE_ROW + ", fingerprint = ?, occurrence = ? WHERE id = ?",
-                    (*values, *identity, row_id),
-                )
+                self._queue(row_id, _UPDATE_ROW_BY_ID, (*values, row_id))
+                return
+            # Rare (new content re-sent), and it may meet the identity's unique constraint:
+            # written now, so that a clash raises here.
+            self._write_queued()
+            self._conn.execute(
+                _UPDATE_ROW + ", fingerprint = ?, occurrence = ? WHERE id = ?",
+                (*values, *identity, row_id),
+            )
             self._dirty = True
+
+    def save_start(
+        self, row_id: int, *, status: str, request_id: str, attempts: int, sent_at: dt.datetime
+    ) -> None:
+        """Write the state of a row whose start leaves now: ``status``, ``request_id``,
+        ``attempts`` and ``sent_at``, with no run id, error, ``submitted_at`` or
+        ``finished_at`` (not committed). What :meth:`save_row` writes for such a row, with
+        fewer values to convert and bind: this is written once per start."""
+        with self._lock:
+            self._queue(
+                row_id, _UPDATE_START, (status, request_id, attempts, sent_at.isoformat(), row_id)
+            )
+
+    def save_accepted(
+        self, row_id: int, *, run_id: str, status: str, submitted_at: dt.datetime | None
+    ) -> None:
+        """Write that the start :meth:`save_start` recorded was accepted: the run id, the
+        status and ``submitted_at``, no error; the rest stays as the start left it (not
+        committed)."""
+        with self._lock:
+            self._queue(row_id, _UPDATE_ACCEPTED, (run_id, status, _iso(submitted_at), row_id))
 
     def uploads(self) -> dict[str, str]:
         """``sha256 -> file id`` of every file uploaded for this journal's batches."""
@@ -491,27 +540,47 @@ class Journal:
             )
             self._dirty = True
 
+    def _queue(self, row_id: int, statement: str, values: tuple[Any, ...]) -> None:
+        """Keep a row's write for the next commit (under the lock)."""
+        if row_id in self._queued:
+            self._write_queued()  # this row's writes stay in the order they were made
+        self._queued[row_id] = (statement, values)
+        self._dirty = True
+
+    def _write_queued(self) -> None:
+        """Run the queued row writes: one ``executemany`` per statement (under the lock).
+        Each writes one row, by id, so rows may be written in any order."""
+        queued, self._queued = self._queued, {}
+        if not queued:
+            return
+        by_statement: dict[str, list[tuple[Any, ...]]] = {}
+        for statement, values in queued.values():
+            by_statement.setdefault(statement, []).append(values)
+        try:
+            for statement, rows in by_statement.items():
+                self._conn.executemany(statement, rows)
+        except sqlite3.Error:
+            queued.update(self._queued)  # written again with the next commit (idempotent)
+            self._queued = queued
+            raise
+
     # ------------------------------------------------------------------ committing
 
     def commit(self) -> None:
         """Commit the writes made so far, now."""
         with self._lock:
-            if self._commit_handle is not None:
-                self._commit_handle.cancel()
-                self._commit_handle = None
-            future, self._flush_future = self._flush_future, None
+            if not self._dirty:
+                return
+            self._attempts += 1
             try:
-                if self._dirty:
-                    self._conn.commit()
-                    self.commits += 1
-                    self._dirty = False
+                self._write_queued()
+                self._conn.commit()
             except sqlite3.Error as exc:
-                error = JournalError(f"Cannot write the journal {str(self.path)!r}: {exc}")
-                if future is not None and not future.done():
-                    future.set_exception(error)
-                raise error from exc
-            if future is not None and not future.done():
-                future.set_result(None)
+                message = f"Cannot write the journal {str(self.path)!r}: {exc}"
+                self._failure = (self._attempts, message)
+                raise JournalError(message) from exc
+            self.commits += 1
+            self._dirty = False
 
     def commit_soon(self) -> None:
         """Commit at the next turn of the running event loop (now if no loop is running)."""
@@ -520,27 +589,41 @@ class Journal:
         except RuntimeError:
             self.commit()
             return
-        if self._commit_handle is None and self._flush_future is None:
+        # One callback per loop turn at most; one left by a commit made since does nothing.
+        if self._commit_handle is None or self._commit_loop is not loop:
             self._commit_handle = loop.call_soon(self._commit_quietly)
+            self._commit_loop = loop
 
     def _commit_quietly(self) -> None:
         self._commit_handle = None
-        # An error reaches the awaiting writers; a plain commit_soon has no one to tell.
+        # A plain commit_soon has no one to tell; a writer awaiting flush() commits (and meets
+        # the error) itself.
         with contextlib.suppress(JournalError):
             self.commit()
 
     async def flush(self) -> None:
-        """Commit the writes made so far; every caller in the same loop tick shares one commit."""
+        """Commit the writes made so far; when it returns, they are committed.
+
+        With ``synchronous`` OFF or NORMAL (the default) a commit hands the writes to the
+        operating system without waiting for the disk (tens of microseconds): it is made at
+        once. Waiting a loop turn so that other writers share it costs more than it saves: the
+        caller's request would leave a turn later, and such a turn per start costs the client
+        more CPU than the commit (measured with ``bench/bench_submit.py``). With FULL or EXTRA,
+        a commit waits for the disk (an fsync, milliseconds): the
+        caller yields one turn, so that every writer of that turn shares one commit, which is
+        made unless a commit was tried meanwhile (that one held the caller's writes). A failed
+        commit raises :class:`JournalError` in every caller whose writes it held."""
         if not self._dirty:
             return
-        future = self._flush_future
-        if future is None:
-            loop = asyncio.get_running_loop()
-            future = loop.create_future()
-            self._flush_future = future
-            if self._commit_handle is None:
-                self._commit_handle = loop.call_soon(self._commit_quietly)
-        await asyncio.shield(future)
+        if not self._group_commits:
+            self.commit()
+            return
+        tried = self._attempts
+        await asyncio.sleep(0)
+        if self._attempts == tried:
+            self.commit()
+        elif self._failure is not None and self._failure[0] > tried:
+            raise JournalError(self._failure[1])
 
     def close(self) -> None:
         """Commit and close the connection."""

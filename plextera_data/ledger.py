@@ -28,7 +28,7 @@ import pandas as pd
 
 from plextera_data.errors import APIStatusError, JournalError, PlexteraError
 from plextera_data.journal import Journal, JournalBatch, JournalRow, encode_key
-from plextera_data.models import Run, is_terminal
+from plextera_data.models import Run, RunHead, is_terminal
 from plextera_data.progress import GROUP_KEYS_KEPT, FailureGroup, FailureNote, Snapshot
 
 __all__ = [
@@ -426,13 +426,31 @@ class Ledger:
         :meth:`flush` before sending: the mark must be on disk first."""
         row.attempts += 1
         row.request_id = request_id
-        row.sent_at = datetime.now(UTC)
+        sent_at = datetime.now(UTC)
+        row.sent_at = sent_at
         if fingerprint != row.fingerprint:  # new content for this row (a changed row re-sent)
             row.fingerprint = fingerprint
             row.occurrence = self._next_occurrence(fingerprint)
             self._new_identity.add(row.position)
         self._set(row, SUBMITTING, error=None, code=None)
-        self._save(row)
+        if self.journal is None or row.journal_id is None:
+            return
+        if (
+            row.run_id is None
+            and row._submitted is None
+            and row._finished is None
+            and row.position not in self._new_identity
+        ):
+            # What _save would write for this row, in a statement of its own (once per start).
+            self.journal.save_start(
+                row.journal_id,
+                status=row.status,
+                request_id=request_id,
+                attempts=row.attempts,
+                sent_at=sent_at,
+            )
+        else:
+            self._save(row)
 
     def requeue(self, row: RowState, exc: BaseException) -> None:
         """The start was refused in a way that proves no run exists (a 429, a connection never
@@ -460,9 +478,10 @@ class Ledger:
         self._set(row, status, error=text, code=error_code(exc) if exc is not None else None)
         self._save_soon(row)
 
-    def accept(self, row: RowState, run: Run, received_at: datetime) -> None:
+    def accept(self, row: RowState, run: Run | RunHead, received_at: datetime) -> None:
         """The API accepted the start and answered ``run`` (its id is committed at the loop's
-        next turn, before any other callback can read the row)."""
+        next turn, before any other callback can read the row); a :class:`RunHead` (the
+        answer read no further than its id, status and ``createdAt``) is enough."""
         if not run.id:
             self.mark_uncertain(
                 row, None, message="The API accepted the start but its answer had no run id"
@@ -472,12 +491,20 @@ class Ledger:
         # The start's answer says little (PROCESSING, the workflow): not kept, so that a batch
         # of running rows costs no run model each; the first poll brings the run.
         row.run = None
-        row.submitted_at = run.created_at or received_at
+        submitted_at = run.created_at or received_at
+        row.submitted_at = submitted_at
         self._set(row, run.status or "PROCESSING", error=None, code=None)
         self._accepted.append(row)
         self._index_run(row)
         if is_terminal(run.status):  # ended already: the answer is its final state
-            self.record_run(row, run, force_save=True)
+            full = run.run() if isinstance(run, RunHead) else run
+            self.record_run(row, full, force_save=True)
+        elif self.journal is not None and row.journal_id is not None and row._finished is None:
+            # Since mark_sending wrote the row, only these changed (once per start).
+            self.journal.save_accepted(
+                row.journal_id, run_id=run.id, status=row.status, submitted_at=submitted_at
+            )
+            self.journal.commit_soon()
         else:
             self._save_soon(row)
 

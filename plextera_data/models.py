@@ -34,6 +34,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "Run",
     "RunError",
+    "RunHead",
     "Step",
     "has_steps",
     "is_terminal",
@@ -569,6 +570,38 @@ class Run:
             f"<div>{head}<table><thead><tr>{header}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>"
         )
+
+
+@dataclass(slots=True)
+class RunHead:
+    """A run answer read only as far as a start needs: the run's id, status and ``createdAt``.
+
+    What :meth:`AsyncClient.start_run_head <plextera_data.client.AsyncClient.start_run_head>`
+    returns: a batch's sender reads no more of a start's answer (its steps, progress and other
+    times wait for the first poll). ``raw`` is the answer as received; :meth:`run` parses all
+    of it.
+    """
+
+    id: str | None
+    status: str | None
+    created_at: datetime | None
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunHead:
+        """The head of a run model (or of an event's run, as :meth:`Run.from_dict` reads it)."""
+        data = run_payload(data)
+        get, fields = data.get, RUN_SCALAR_FIELDS
+        return cls(
+            id=_str_or_none(run_id_of(data)),
+            status=_str_or_none(get(fields["status"])),
+            created_at=parse_timestamp(get(fields["created_at"])),
+            raw=data if type(data) is dict else dict(data),
+        )
+
+    def run(self) -> Run:
+        """The whole answer as a :class:`Run`."""
+        return Run.from_dict(self.raw)
 
 
 # --------------------------------------------------------------------------- files

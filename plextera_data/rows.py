@@ -354,6 +354,9 @@ class PlannedRequests(Sequence[RowRequest]):
             position += len(self)
         if not 0 <= position < len(self):
             raise IndexError(f"planned request {position} out of range")
+        return self._request_at(position)
+
+    def _request_at(self, position: int) -> RowRequest:
         chunk = self._chunks[position // PLAN_CHUNK]
         if chunk is None:
             raise LookupError(f"planned request {position} was taken already (see take())")
@@ -374,7 +377,7 @@ class PlannedRequests(Sequence[RowRequest]):
             while done < current:
                 self._chunks[done] = None
                 done += 1
-            yield position, self[position]
+            yield position, self._request_at(position)  # positions come from the planned rows
         while done < len(self._chunks):
             self._chunks[done] = None
             done += 1

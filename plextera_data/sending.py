@@ -5,8 +5,10 @@ the batch's shared :class:`~plextera_data.pacing.Pacer`, and tells the
 :class:`~plextera_data.ledger.Ledger` what happened to each:
 
 * before a POST leaves, the row is marked ``SUBMITTING`` (with its ``X-Request-Id``) and, with a
-  journal, that mark is committed;
-* an answer with a run id is accepted (committed at the loop's next turn);
+  journal, that mark is committed (at once: no loop turn is waited before the POST, see
+  :meth:`Journal.flush <plextera_data.journal.Journal.flush>`);
+* an answer with a run id is accepted (committed with the next commit, at the latest at the
+  loop's next turn), read no further than its id, status and ``createdAt``;
 * a start that cannot have created a run (a 429, a connection that was never opened) is sent
   again, as the client's :class:`~plextera_data.retry.RetryPolicy` allows: the same count
   (``max_retries``) and waits (``Retry-After``, else backoff). A 429 pauses every request of
@@ -35,6 +37,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Protocol
 
+from plextera_data.bodies import RequestBody
 from plextera_data.client import AsyncClient, new_request_id
 from plextera_data.clock import ApiClock
 from plextera_data.errors import (
@@ -166,11 +169,11 @@ class Sender:
             except UploadFailedError as exc:
                 self.ledger.refuse(row, exc.cause, message=str(exc))
                 return
-        kwargs = request.start_kwargs(file_ids)
+        body: RequestBody = request.start_kwargs(file_ids)["body"]
         retries = free = 0
         accepted_before = self.accepted
         while True:
-            error = await self._attempt(row, request, request_id, kwargs)
+            error = await self._attempt(row, request, request_id, body)
             if error is None:
                 return
             if (
@@ -188,7 +191,7 @@ class Sender:
             await asyncio.sleep(wait)  # even 0: the other starts in line go first
 
     async def _attempt(
-        self, row: RowState, request: RowRequest, request_id: str, kwargs: dict[str, object]
+        self, row: RowState, request: RowRequest, request_id: str, body: RequestBody
     ) -> APIError | InvalidInputError | None:
         """One POST. Returns ``None`` when the row is accepted, else the error it met."""
         await self.pacer.acquire()
@@ -197,11 +200,8 @@ class Sender:
             self.ledger.mark_sending(row, request_id, request.fingerprint)
             await self.ledger.flush()  # the SUBMITTING mark is on disk before the POST leaves
             try:
-                run = await self.aclient.start_run(
-                    self.workflow_id,
-                    request_id=request_id,
-                    retry=False,
-                    **kwargs,  # type: ignore[arg-type]
+                run = await self.aclient.start_run_head(
+                    self.workflow_id, body=body, request_id=request_id, retry=False
                 )
             except (APIError, InvalidInputError) as exc:
                 return exc

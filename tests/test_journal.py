@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import sqlite3
 from pathlib import Path
@@ -58,8 +59,16 @@ def test_not_a_database_is_a_journal_error(tmp_path: Path) -> None:
         Journal(path)
 
 
-def test_writers_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.db")
+@pytest.mark.parametrize(("synchronous", "commits"), [("NORMAL", 20), ("FULL", 1)])
+def test_a_flush_returns_once_its_writes_are_committed(
+    tmp_path: Path, synchronous: str, commits: int
+) -> None:
+    """With NORMAL (the default) a flush commits at once: waiting a loop turn to share the
+    commit would cost more than the commit. With FULL (an fsync per commit) the writers of one
+    loop turn share one commit. Either way every writer's row is on disk when its flush
+    returns."""
+    path = tmp_path / "j.db"
+    journal = Journal(path, synchronous=synchronous)
     batch_id = journal.create_batch("wf", {})
     keys = [encode_key(i) for i in range(20)]
     ids = journal.add_rows(
@@ -67,6 +76,10 @@ def test_writers_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
     )
     journal.commit()
     before = journal.commits
+
+    def on_disk(row_id: int) -> str:
+        with contextlib.closing(sqlite3.connect(path)) as other:
+            return other.execute("SELECT status FROM rows WHERE id = ?", (row_id,)).fetchone()[0]
 
     async def writer(row_id: int) -> None:
         journal.save_row(
@@ -82,17 +95,82 @@ def test_writers_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
             finished_at=None,
         )
         await journal.flush()
+        assert on_disk(row_id) == "PROCESSING"  # seen by another connection
 
     async def main() -> None:
         await asyncio.gather(*(writer(i) for i in ids))
 
     asyncio.run(main())
-    assert journal.commits == before + 1
+    assert journal.commits == before + commits
     journal.close()
     loaded = Journal(tmp_path / "j.db").load()
     assert loaded is not None
     assert [r.status for r in loaded.rows] == ["PROCESSING"] * 20
     assert [r.key for r in loaded.rows] == list(range(20))
+
+
+def test_queued_row_writes_keep_their_order_and_are_read_back_before_the_commit(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "j.db")
+    batch_id = journal.create_batch("wf", {})
+    first, second = journal.add_rows(
+        batch_id, ((encode_key(k), i, f"f{i}", 0, 0, "NOT_SUBMITTED") for i, k in enumerate("ab"))
+    )
+    journal.commit()
+    sent = dt.datetime(2026, 11, 29, 4, 0, tzinfo=dt.UTC)
+    journal.save_start(first, status="SUBMITTING", request_id="pxd_1", attempts=1, sent_at=sent)
+    journal.save_start(second, status="SUBMITTING", request_id="pxd_2", attempts=1, sent_at=sent)
+    journal.save_accepted(first, run_id="run-a", status="PROCESSING", submitted_at=sent)
+    loaded = journal.load()  # this connection reads its own writes, queued or not
+    assert loaded is not None
+    a, b = loaded.rows
+    assert (a.status, a.run_id, a.request_id, a.attempts) == ("PROCESSING", "run-a", "pxd_1", 1)
+    assert (a.sent_at, a.submitted_at) == (sent, sent)
+    assert (b.status, b.run_id, b.request_id) == ("SUBMITTING", None, "pxd_2")
+    journal.close()
+    again = Journal(tmp_path / "j.db").load()
+    assert again is not None
+    assert [(r.status, r.run_id) for r in again.rows] == [
+        ("PROCESSING", "run-a"),
+        ("SUBMITTING", None),
+    ]
+
+
+def test_a_failed_grouped_commit_raises_in_every_writer_it_held(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.db", synchronous="FULL")
+    batch_id = journal.create_batch("wf", {})
+    ids = journal.add_rows(
+        batch_id, ((encode_key(i), i, "f", i, 0, "NOT_SUBMITTED") for i in range(3))
+    )
+    journal.commit()
+
+    class Failing:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.conn, name)
+
+        def commit(self) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    before = journal.commits
+    journal._conn = Failing(journal._conn)  # type: ignore[assignment]
+    sent = dt.datetime(2026, 11, 29, 4, 0, tzinfo=dt.UTC)
+
+    async def writer(row_id: int) -> None:
+        journal.save_start(
+            row_id, status="SUBMITTING", request_id="pxd_x", attempts=1, sent_at=sent
+        )
+        await journal.flush()
+
+    async def main() -> list[BaseException | None]:
+        return await asyncio.gather(*(writer(i) for i in ids), return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, JournalError) for o in outcomes), outcomes
+    assert journal.commits == before
 
 
 V1_SCHEMA = """
