@@ -264,7 +264,12 @@ def _command_simulator(args: argparse.Namespace, stdout: IO[str]) -> int:
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from exc
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C and SIGTERM both stop it, also where the process started with SIGINT ignored (a
+    # background job of a non-interactive shell): "Press Ctrl-C to stop" must hold.
+    previous = {
+        number: signal.signal(number, lambda *_: stop.set())
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         server.start()
         url = client_url(server.base_url)
@@ -285,7 +290,8 @@ def _command_simulator(args: argparse.Namespace, stdout: IO[str]) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         server.stop()
     stdout.write("Simulator stopped.\n")
     return EXIT_OK
