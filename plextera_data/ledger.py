@@ -479,9 +479,10 @@ class Ledger:
         self._save_soon(row)
 
     def accept(self, row: RowState, run: Run | RunHead, received_at: datetime) -> None:
-        """The API accepted the start and answered ``run`` (its id is committed at the loop's
-        next turn, before any other callback can read the row); a :class:`RunHead` (the
-        answer read no further than its id, status and ``createdAt``) is enough."""
+        """The API accepted the start and answered ``run``: its id is committed with the
+        journal's next commit (the next start's mark, at the latest at the loop's next turn). A
+        :class:`RunHead` (the answer read no further than its id, status and ``createdAt``) is
+        enough."""
         if not run.id:
             self.mark_uncertain(
                 row, None, message="The API accepted the start but its answer had no run id"
